@@ -1,0 +1,1 @@
+//! Service options from flags, environment and files.
