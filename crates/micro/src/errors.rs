@@ -41,7 +41,11 @@ impl Error {
     ///
     /// Codes outside 400..=599 are not errors and become 500.
     pub fn new(id: impl Into<String>, detail: impl Into<String>, code: u16) -> Self {
-        let code = if (400..=599).contains(&code) { code } else { 500 };
+        let code = if (400..=599).contains(&code) {
+            code
+        } else {
+            500
+        };
         Error {
             id: id.into(),
             code,
@@ -318,7 +322,10 @@ mod tests {
         // JSON that is not an error object is foreign text too.
         assert_eq!(Error::parse("{\"a\":1}").detail(), "{\"a\":1}");
         // Missing status is filled in.
-        assert_eq!(Error::parse(r#"{"code":409,"detail":"x"}"#).status(), "Conflict");
+        assert_eq!(
+            Error::parse(r#"{"code":409,"detail":"x"}"#).status(),
+            "Conflict"
+        );
     }
 
     #[test]

@@ -29,12 +29,14 @@ pub mod codec;
 pub mod errors;
 pub mod metadata;
 pub mod options;
+pub mod proto;
 pub mod registry;
 mod request;
 pub mod selector;
 pub mod server;
 mod service;
 mod streaming;
+mod wire;
 
 pub use client::Client;
 pub use codec::Message;
@@ -65,6 +67,7 @@ macro_rules! include_proto {
 /// dependency on prost, pbjson or serde. Not part of the stable API.
 #[doc(hidden)]
 pub mod codegen {
+    pub use futures_util;
     pub use pbjson;
     pub use pbjson_types;
     pub use prost;

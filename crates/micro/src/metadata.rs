@@ -131,9 +131,10 @@ impl Metadata {
             if TRANSPORT_HEADERS.contains(&k) {
                 continue;
             }
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v))
-            {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 headers.insert(name, value);
             }
         }

@@ -125,3 +125,22 @@ impl<T> Request<T> {
         self.ctx.remote_addr
     }
 }
+
+tokio::task_local! {
+    /// The deadline of the request a handler is serving, so that calls it makes
+    /// inherit it without threading it through by hand.
+    static INHERITED_DEADLINE: Option<Instant>;
+}
+
+/// Runs a handler future with its request's deadline visible to the client.
+pub(crate) async fn with_inherited_deadline<F: std::future::Future>(
+    deadline: Option<Instant>,
+    fut: F,
+) -> F::Output {
+    INHERITED_DEADLINE.scope(deadline, fut).await
+}
+
+/// The deadline of the request being handled on this task, if any.
+pub(crate) fn inherited_deadline() -> Option<Instant> {
+    INHERITED_DEADLINE.try_with(|d| *d).ok().flatten()
+}

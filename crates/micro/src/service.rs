@@ -1,9 +1,513 @@
 //! The service: a server, a client and a registration, with a lifecycle.
+//!
+//! Starting runs the before-start hooks, listens, registers the node (and keeps
+//! re-registering every `register_interval` with `register_ttl`), then runs the
+//! after-start hooks. Stopping — on SIGINT, SIGTERM or SIGQUIT for [`Service::run`],
+//! or when the shutdown future completes for [`Service::serve`] — runs the
+//! before-stop hooks, deregisters first (so callers stop choosing this node), then
+//! drains in-flight requests for at most the drain timeout, then runs the after-stop
+//! hooks.
 
-/// A micro service.
-#[derive(Debug)]
-pub struct Service {}
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Builds a [`Service`].
-#[derive(Debug)]
-pub struct ServiceBuilder {}
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::net::TcpListener;
+
+use crate::client::Client;
+use crate::options::{OptionsError, PartialOptions, ServiceOptions};
+use crate::registry::{self, MemoryRegistry, Node, RegisterOptions, Registry};
+use crate::selector::Strategy;
+use crate::server::{Handler, HandlerDesc, Server};
+use crate::{BoxError, Error, Metadata};
+
+type Hook = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+
+const ID: &str = "micro.service";
+
+/// A micro service: build one with [`Service::builder`].
+pub struct Service {
+    options: ServiceOptions,
+    handlers: Vec<HandlerDesc>,
+    registry: Arc<dyn Registry>,
+    client: Client,
+    hooks: Hooks,
+}
+
+#[derive(Default)]
+struct Hooks {
+    before_start: Vec<Hook>,
+    after_start: Vec<Hook>,
+    before_stop: Vec<Hook>,
+    after_stop: Vec<Hook>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.options.server_name)
+            .field("version", &self.options.server_version)
+            .field("registry", &self.registry.name())
+            .finish()
+    }
+}
+
+/// Builds a [`Service`]. Values set here are code defaults: flags, environment
+/// variables and the config file override them, in that order, when
+/// [`parse_args`](Self::parse_args) (or [`args`](Self::args)) is used.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), micro::BoxError> {
+/// use std::time::Duration;
+///
+/// let service = micro::Service::builder()
+///     .name("greeter")
+///     .version("1.0.0")
+///     .address("127.0.0.1:9090")
+///     .metadata("region", "eu")
+///     .register_ttl(Duration::from_secs(30))
+///     .before_start(|| async { println!("starting"); Ok(()) })
+///     // .handler(GreeterServer::new(MyGreeter))
+///     .parse_args()
+///     .build()?;
+/// service.run().await
+/// # }
+/// ```
+pub struct ServiceBuilder {
+    code: PartialOptions,
+    metadata: Metadata,
+    args: Option<(Vec<OsString>, bool)>,
+    about: Option<String>,
+    registry: Option<Arc<dyn Registry>>,
+    handlers: Vec<HandlerDesc>,
+    hooks: Hooks,
+}
+
+impl fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("code", &self.code)
+            .field("handlers", &self.handlers.len())
+            .finish()
+    }
+}
+
+impl ServiceBuilder {
+    /// The service name (`greeter`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.code.server_name = Some(name.into());
+        self
+    }
+    /// The version (default `latest`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.code.server_version = Some(version.into());
+        self
+    }
+    /// Where to listen, `host:port` (default `0.0.0.0:0`, any free port).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.code.server_address = Some(address.into());
+        self
+    }
+    /// The address to register, when callers reach this node at another one.
+    pub fn advertise(mut self, address: impl Into<String>) -> Self {
+        self.code.server_advertise = Some(address.into());
+        self
+    }
+    /// The node id (default `<name>-<uuid>`).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.code.server_id = Some(id.into());
+        self
+    }
+    /// Adds node metadata (merged under `MICRO_SERVER_METADATA`).
+    pub fn metadata(mut self, key: impl AsRef<str>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key, value);
+        self
+    }
+    /// How long a registration lives without a refresh (default 90 s).
+    pub fn register_ttl(mut self, ttl: Duration) -> Self {
+        self.code.register_ttl = Some(ttl);
+        self
+    }
+    /// How often to refresh the registration (default 30 s).
+    pub fn register_interval(mut self, interval: Duration) -> Self {
+        self.code.register_interval = Some(interval);
+        self
+    }
+    /// How long a graceful stop waits for in-flight requests (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.code.server_drain_timeout = Some(timeout);
+        self
+    }
+    /// Largest request message in bytes (default 4 MiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.code.server_max_body = Some(bytes);
+        self
+    }
+    /// The registry to use, instead of the one `--registry` names.
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+    /// Adds a handler (a generated `XxxServer`).
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handlers.push(handler.into_desc());
+        self
+    }
+    /// The text `--help` shows under the name.
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+    /// Runs before the server starts listening; an error aborts the start.
+    pub fn before_start<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.hooks
+            .before_start
+            .push(Box::new(move || hook().boxed()));
+        self
+    }
+    /// Runs once the service listens and is registered.
+    pub fn after_start<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.hooks
+            .after_start
+            .push(Box::new(move || hook().boxed()));
+        self
+    }
+    /// Runs when a stop begins, before deregistering.
+    pub fn before_stop<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.hooks
+            .before_stop
+            .push(Box::new(move || hook().boxed()));
+        self
+    }
+    /// Runs after the service deregistered and drained.
+    pub fn after_stop<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.hooks.after_stop.push(Box::new(move || hook().boxed()));
+        self
+    }
+
+    /// Reads options from the process's command line, environment and config file
+    /// when building. `--help` prints every option and exits; a bad flag prints the
+    /// problem and exits with status 2, as command-line programs do.
+    pub fn parse_args(mut self) -> Self {
+        self.args = Some((std::env::args_os().collect(), true));
+        self
+    }
+
+    /// Reads options from `args` (the first being the program name), the process
+    /// environment and the config file when building; errors, `--help` included,
+    /// come back from [`build`](Self::build).
+    pub fn args<I, T>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        self.args = Some((args.into_iter().map(Into::into).collect(), false));
+        self
+    }
+
+    fn resolve_options(&mut self) -> Result<ServiceOptions, OptionsError> {
+        let name = self.code.server_name.clone().unwrap_or_default();
+        let mut command = clap::Command::new(if name.is_empty() {
+            "service".to_string()
+        } else {
+            name
+        });
+        if let Some(about) = &self.about {
+            command = command.about(about.clone());
+        }
+        let mut options = match self.args.take() {
+            Some((args, exit_on_error)) => {
+                let loaded = ServiceOptions::load(command, &self.code, args);
+                if exit_on_error {
+                    loaded.map_err(OptionsError::exit_if_clap)?
+                } else {
+                    loaded?
+                }
+            }
+            None => ServiceOptions::from_layers(PartialOptions::default(), &self.code, &|_| None)?,
+        };
+        // Code metadata sits under the user's: the user's keys win.
+        let mut metadata = self.metadata.clone();
+        metadata.merge(&options.server_metadata);
+        options.server_metadata = metadata;
+        Ok(options)
+    }
+
+    /// The service, ready to [`run`](Service::run).
+    pub fn build(mut self) -> Result<Service, Error> {
+        let options = self
+            .resolve_options()
+            .map_err(|e| Error::bad_request(ID, e.to_string()))?;
+        if options.server_name.is_empty() {
+            return Err(Error::bad_request(
+                ID,
+                "the service has no name: call .name(..) or pass --server_name",
+            ));
+        }
+        let registry = match self.registry.take() {
+            Some(r) => r,
+            None => registry_by_name(&options.registry)?,
+        };
+        let strategy: Strategy = options.selector.parse()?;
+        let client = Client::builder()
+            .from_service(options.server_name.clone())
+            .registry(registry.clone())
+            .strategy(strategy)
+            .request_timeout(options.client_request_timeout)
+            .retries(options.client_retries)
+            .pool_size(options.client_pool_size)
+            .dial_timeout(options.client_dial_timeout)
+            .max_body(options.server_max_body)
+            .build();
+        Ok(Service {
+            options,
+            handlers: self.handlers,
+            registry,
+            client,
+            hooks: self.hooks,
+        })
+    }
+}
+
+/// The registry a `--registry` name stands for.
+fn registry_by_name(name: &str) -> Result<Arc<dyn Registry>, Error> {
+    match name {
+        "memory" => Ok(Arc::new(MemoryRegistry::new())),
+        other => Err(Error::bad_request(
+            ID,
+            format!("unknown registry {other:?}: available registries are: memory"),
+        )),
+    }
+}
+
+impl Service {
+    /// A builder with nothing set.
+    pub fn builder() -> ServiceBuilder {
+        ServiceBuilder {
+            code: PartialOptions::default(),
+            metadata: Metadata::new(),
+            args: None,
+            about: None,
+            registry: None,
+            handlers: Vec::new(),
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// The resolved options.
+    pub fn options(&self) -> &ServiceOptions {
+        &self.options
+    }
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.options.server_name
+    }
+    /// A client that calls other services as this one (`Micro-From-Service`).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+    /// The registry the service registers in.
+    pub fn registry(&self) -> Arc<dyn Registry> {
+        self.registry.clone()
+    }
+
+    /// Listens on the configured address and serves until SIGINT, SIGTERM or
+    /// SIGQUIT, then stops gracefully.
+    pub async fn run(self) -> Result<(), BoxError> {
+        let listener = TcpListener::bind(&self.options.server_address)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.options.server_address))?;
+        self.serve(listener, shutdown_signal()).await?;
+        Ok(())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops gracefully.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), BoxError> {
+        let Service {
+            options,
+            handlers,
+            registry,
+            client: _,
+            mut hooks,
+        } = self;
+        for hook in hooks.before_start.drain(..) {
+            hook().await?;
+        }
+        let local = listener.local_addr()?;
+        let mut server = Server::new(options.server_name.clone())
+            .version(options.server_version.clone())
+            .max_body(options.server_max_body)
+            .drain_timeout(options.server_drain_timeout);
+        for handler in handlers {
+            server = server.handler(handler);
+        }
+        let record = registry::Service {
+            name: options.server_name.clone(),
+            version: options.server_version.clone(),
+            metadata: BTreeMap::new(),
+            endpoints: server.endpoints()?,
+            nodes: vec![Node {
+                id: options
+                    .server_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-{}", options.server_name, uuid::Uuid::new_v4())),
+                address: advertise_address(&options, local),
+                metadata: node_metadata(&options, registry.name()),
+            }],
+        };
+
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server_task = tokio::spawn(server.serve(listener, async move {
+            let _ = server_stopped.await;
+        }));
+        let ttl = RegisterOptions {
+            ttl: options.register_ttl,
+        };
+        if let Err(e) = registry.register(&record, ttl).await {
+            let _ = stop_server.send(());
+            let _ = server_task.await;
+            return Err(format!(
+                "registering {} in the {} registry: {e}",
+                record.name,
+                registry.name()
+            )
+            .into());
+        }
+        tracing::info!(
+            service = %record.name,
+            version = %record.version,
+            address = %record.nodes[0].address,
+            listen = %local,
+            registry = registry.name(),
+            "service started"
+        );
+        for hook in hooks.after_start.drain(..) {
+            hook().await?;
+        }
+
+        // Keep the registration alive until asked to stop.
+        let refresh = async {
+            let mut ticker = tokio::time::interval(options.register_interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if let Err(e) = registry.register(&record, ttl).await {
+                    tracing::warn!(error = %e, "refreshing the registration failed; will retry");
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            _ = refresh => {}
+        }
+
+        tracing::info!(service = %record.name, "stopping");
+        let mut first_error: Option<BoxError> = None;
+        for hook in hooks.before_stop.drain(..) {
+            if let Err(e) = hook().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = registry.deregister(&record).await {
+            tracing::warn!(error = %e, "deregistering failed; the node will expire after its TTL");
+        }
+        let _ = stop_server.send(());
+        match server_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e.into());
+            }
+            Err(e) => {
+                first_error.get_or_insert(Box::new(e));
+            }
+        }
+        for hook in hooks.after_stop.drain(..) {
+            if let Err(e) = hook().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        tracing::info!(service = %record.name, "stopped");
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The address other processes reach this node at: the advertised one if set, the
+/// bound one if it is a specific IP, else loopback (a wildcard bind is reachable
+/// there from this machine).
+fn advertise_address(options: &ServiceOptions, local: SocketAddr) -> String {
+    if let Some(advertise) = &options.server_advertise {
+        return advertise.clone();
+    }
+    if local.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if local.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        return SocketAddr::new(loopback, local.port()).to_string();
+    }
+    local.to_string()
+}
+
+fn node_metadata(options: &ServiceOptions, registry: &str) -> BTreeMap<String, String> {
+    let mut md: BTreeMap<String, String> = options
+        .server_metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    md.insert(
+        registry::PROTOCOL_KEY.into(),
+        registry::PROTOCOL_GRPC.into(),
+    );
+    md.insert("server".into(), "micro".into());
+    md.insert("registry".into(), registry.into());
+    md
+}
+
+/// Completes on SIGINT, SIGTERM or SIGQUIT.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut quit = signal(SignalKind::quit()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+            _ = async { match quit.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

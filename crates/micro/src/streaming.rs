@@ -3,10 +3,13 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
+use tokio::time::Instant;
 
 use crate::codec::{Format, Message};
 use crate::Error;
@@ -46,7 +49,9 @@ pub struct Streaming<T> {
 
 impl<T> fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Streaming").field("format", &self.format).finish()
+        f.debug_struct("Streaming")
+            .field("format", &self.format)
+            .finish()
     }
 }
 
@@ -84,4 +89,20 @@ impl<T: Message> Stream for Streaming<T> {
         }
         Poll::Ready(item)
     }
+}
+
+/// Ends a stream with `err` if it is still going at `at`.
+pub(crate) fn until_deadline(s: RawStream, at: Instant, err: Error) -> RawStream {
+    let expired = Arc::new(AtomicBool::new(false));
+    let flag = expired.clone();
+    let limited = s.take_until(async move {
+        tokio::time::sleep_until(at).await;
+        flag.store(true, Ordering::Release);
+    });
+    let tail =
+        futures_util::stream::once(
+            async move { expired.load(Ordering::Acquire).then_some(Err(err)) },
+        )
+        .filter_map(futures_util::future::ready);
+    limited.chain(tail).boxed()
 }

@@ -1,14 +1,66 @@
-//! Calling services: typed and JSON calls, streaming, pooling, timeouts, retries.
+//! Calling services: typed and JSON calls, streaming, pooled connections, deadlines
+//! and retries.
+//!
+//! Every call resolves its service through the [`Selector`] (or goes to a pinned
+//! address), sends gRPC over a pooled HTTP/2 connection, and retries on another
+//! node only when that is safe: the node could not be reached, it answered 408 or
+//! 503, or it answered 500 and the caller marked the call idempotent.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), micro::Error> {
+//! use micro::client::{CallOptions, Client};
+//!
+//! let client = Client::default();
+//! let rsp = client
+//!     .call_json(
+//!         "greeter",
+//!         "Greeter.Hello",
+//!         &serde_json::json!({"name": "John"}),
+//!         &CallOptions::default().address("127.0.0.1:9090"),
+//!     )
+//!     .await?;
+//! assert_eq!(rsp["message"], "Hello John");
+//! # Ok(()) }
+//! ```
 
 mod options;
+mod pool;
 
-use futures_util::Stream;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use tokio::time::Instant;
 
 pub use options::CallOptions;
 
-use crate::codec::Message;
+use crate::codec::{Format, Message};
+use crate::registry::{MemoryRegistry, Registry};
+use crate::selector::{RegistrySelector, Selector, Strategy};
 use crate::server::method::MethodKind;
+use crate::streaming::{until_deadline, RawStream};
+use crate::wire::{frame, status, timeout, Body};
 use crate::{Error, Streaming};
+use pool::Pool;
+
+/// Default time a call may take: 5 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of retries after a failed attempt.
+pub const DEFAULT_RETRIES: u32 = 1;
+/// Default number of pooled connections.
+pub const DEFAULT_POOL_SIZE: usize = 100;
+/// Default time to establish a connection.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+const ID: &str = "micro.client";
+const USER_AGENT: &str = concat!("micro-rust/", env!("CARGO_PKG_VERSION"));
 
 /// A method as a client names it; generated clients have one constant per method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,57 +74,573 @@ pub struct MethodRef {
 }
 
 /// Calls services. Cheap to clone; clones share connections.
-#[derive(Debug, Clone, Default)]
-pub struct Client {}
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The calling service, sent as `Micro-From-Service`.
+    from_service: Option<HeaderValue>,
+    selector: Arc<dyn Selector>,
+    pool: Pool,
+    request_timeout: Duration,
+    retries: u32,
+    max_body: usize,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("selector", &self.inner.selector)
+            .field("request_timeout", &self.inner.request_timeout)
+            .field("retries", &self.inner.retries)
+            .finish()
+    }
+}
+
+impl Default for Client {
+    /// A client over an empty in-memory registry: calls need a pinned address.
+    fn default() -> Self {
+        Client::builder().build()
+    }
+}
+
+/// Builds a [`Client`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use micro::registry::MemoryRegistry;
+///
+/// let client = micro::Client::builder()
+///     .registry(Arc::new(MemoryRegistry::new()))
+///     .request_timeout(Duration::from_secs(2))
+///     .retries(2)
+///     .build();
+/// # let _ = client;
+/// ```
+#[derive(Debug)]
+pub struct ClientBuilder {
+    from_service: Option<String>,
+    registry: Option<Arc<dyn Registry>>,
+    selector: Option<Arc<dyn Selector>>,
+    strategy: Strategy,
+    request_timeout: Duration,
+    retries: u32,
+    pool_size: usize,
+    dial_timeout: Duration,
+    max_body: usize,
+}
+
+impl ClientBuilder {
+    /// The calling service's name, sent as `Micro-From-Service`.
+    pub fn from_service(mut self, name: impl Into<String>) -> Self {
+        self.from_service = Some(name.into());
+        self
+    }
+    /// Where services are looked up (default: an empty in-memory registry).
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+    /// A custom selector; overrides `registry` and `strategy`.
+    pub fn selector(mut self, selector: Arc<dyn Selector>) -> Self {
+        self.selector = Some(selector);
+        self
+    }
+    /// How calls spread over nodes (default random).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+    /// Time a call may take, retries included (default 5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+    /// Retries after a failed attempt (default 1).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+    /// Most connections kept open (default 100).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+    /// Time to establish a connection (default 5 s).
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+    /// Largest response message accepted (default 4 MiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+    /// The client.
+    pub fn build(self) -> Client {
+        let selector = self.selector.unwrap_or_else(|| {
+            let registry = self
+                .registry
+                .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
+            Arc::new(RegistrySelector::new(registry, self.strategy))
+        });
+        Client {
+            inner: Arc::new(Inner {
+                from_service: self
+                    .from_service
+                    .and_then(|n| HeaderValue::from_str(&n).ok()),
+                selector,
+                pool: Pool::new(self.pool_size, self.dial_timeout),
+                request_timeout: self.request_timeout,
+                retries: self.retries,
+                max_body: self.max_body,
+            }),
+        }
+    }
+}
+
+/// Where one call goes and in which payload format.
+#[derive(Debug, Clone, Copy)]
+struct Target<'a> {
+    service: &'a str,
+    endpoint: &'a str,
+    /// The gRPC path; `/` when only the endpoint name is known (the server then
+    /// routes by the `Micro-Endpoint` header).
+    path: &'a str,
+    format: Format,
+}
 
 impl Client {
-    /// A unary call.
+    /// A builder with the defaults (5 s timeout, 1 retry, pool of 100).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            from_service: None,
+            registry: None,
+            selector: None,
+            strategy: Strategy::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            pool_size: DEFAULT_POOL_SIZE,
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            max_body: crate::server::DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// A client that finds services in `registry`.
+    pub fn new(registry: Arc<dyn Registry>) -> Self {
+        Client::builder().registry(registry).build()
+    }
+
+    /// A unary call with typed messages (what generated clients use).
     pub async fn call<Req: Message, Rsp: Message>(
         &self,
-        _service: &str,
-        _method: &MethodRef,
-        _request: &Req,
-        _opts: &CallOptions,
+        service: &str,
+        method: &MethodRef,
+        request: &Req,
+        opts: &CallOptions,
     ) -> Result<Rsp, Error> {
-        unimplemented!()
+        let target = Target {
+            service,
+            endpoint: method.endpoint,
+            path: method.path,
+            format: Format::Proto,
+        };
+        let framed = frame::encode_message(target.format, request)?;
+        let bytes = self.unary(target, framed, opts).await?;
+        target.format.decode(&bytes)
     }
 
-    /// A server-streaming call.
+    /// A unary call with JSON request and response, naming the endpoint only
+    /// (`Greeter.Hello`): what the CLI, gateway and proxies use.
+    pub async fn call_json(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &serde_json::Value,
+        opts: &CallOptions,
+    ) -> Result<serde_json::Value, Error> {
+        let payload = serde_json::to_vec(request)
+            .map_err(|e| Error::bad_request(ID, format!("encoding request: {e}")))?;
+        let bytes = self
+            .call_raw(service, endpoint, Format::Json, payload.into(), opts)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::internal_server_error(ID, format!("{service} answered malformed JSON: {e}"))
+        })
+    }
+
+    /// A unary call with an already encoded payload in `format`; returns the encoded
+    /// response. For proxies and gateways that pass bytes through.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        endpoint: &str,
+        format: Format,
+        payload: Bytes,
+        opts: &CallOptions,
+    ) -> Result<Bytes, Error> {
+        let target = Target {
+            service,
+            endpoint,
+            path: "/",
+            format,
+        };
+        let framed = frame::frame_bytes(&payload)?;
+        self.unary(target, framed, opts).await
+    }
+
+    /// A server-streaming call: one request, a stream of responses.
     pub async fn server_stream<Req: Message, Rsp: Message>(
         &self,
-        _service: &str,
-        _method: &MethodRef,
-        _request: &Req,
-        _opts: &CallOptions,
+        service: &str,
+        method: &MethodRef,
+        request: &Req,
+        opts: &CallOptions,
     ) -> Result<Streaming<Rsp>, Error> {
-        unimplemented!()
+        let target = Target {
+            service,
+            endpoint: method.endpoint,
+            path: method.path,
+            format: Format::Proto,
+        };
+        let framed = frame::encode_message(target.format, request)?;
+        let raw = self.open_stream(target, Some(framed), None, opts).await?;
+        Ok(Streaming::new(raw, target.format))
     }
 
-    /// A client-streaming call.
+    /// A server-streaming call with a JSON request, yielding JSON messages.
+    pub async fn stream_json(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &serde_json::Value,
+        opts: &CallOptions,
+    ) -> Result<impl Stream<Item = Result<serde_json::Value, Error>> + Send + 'static, Error> {
+        let target = Target {
+            service,
+            endpoint,
+            path: "/",
+            format: Format::Json,
+        };
+        let payload = serde_json::to_vec(request)
+            .map_err(|e| Error::bad_request(ID, format!("encoding request: {e}")))?;
+        let raw = self
+            .open_stream(target, Some(frame::frame_bytes(&payload)?), None, opts)
+            .await?;
+        Ok(raw.map(|item| {
+            item.and_then(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::internal_server_error(ID, format!("malformed JSON in stream: {e}"))
+                })
+            })
+        }))
+    }
+
+    /// A client-streaming call: a stream of requests, one response.
     pub async fn client_stream<Req: Message, Rsp: Message, S>(
         &self,
-        _service: &str,
-        _method: &MethodRef,
-        _requests: S,
-        _opts: &CallOptions,
+        service: &str,
+        method: &MethodRef,
+        requests: S,
+        opts: &CallOptions,
     ) -> Result<Rsp, Error>
     where
         S: Stream<Item = Req> + Send + 'static,
     {
-        unimplemented!()
+        let mut responses = self
+            .bidi_stream::<Req, Rsp, S>(service, method, requests, opts)
+            .await?;
+        let first = responses.message().await?.ok_or_else(|| {
+            Error::internal_server_error(ID, format!("{} answered no message", method.endpoint))
+        })?;
+        Ok(first)
     }
 
-    /// A bidirectional-streaming call.
+    /// A bidirectional-streaming call: requests and responses flow independently.
     pub async fn bidi_stream<Req: Message, Rsp: Message, S>(
         &self,
-        _service: &str,
-        _method: &MethodRef,
-        _requests: S,
-        _opts: &CallOptions,
+        service: &str,
+        method: &MethodRef,
+        requests: S,
+        opts: &CallOptions,
     ) -> Result<Streaming<Rsp>, Error>
     where
         S: Stream<Item = Req> + Send + 'static,
     {
-        unimplemented!()
+        let target = Target {
+            service,
+            endpoint: method.endpoint,
+            path: method.path,
+            format: Format::Proto,
+        };
+        let format = target.format;
+        let frames = requests.filter_map(move |req| {
+            let frame = match frame::encode_message(format, &req) {
+                Ok(data) => Some(Frame::data(data)),
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping a request message that failed to encode");
+                    None
+                }
+            };
+            futures_util::future::ready(frame)
+        });
+        let raw = self
+            .open_stream(target, None, Some(Body::stream(frames.boxed())), opts)
+            .await?;
+        Ok(Streaming::new(raw, format))
     }
+
+    /// The deadline of a call: its timeout, or the deadline of the request being
+    /// handled on this task if that comes sooner (deadline propagation).
+    fn deadline(&self, opts: &CallOptions) -> Instant {
+        let own = Instant::now() + opts.timeout.unwrap_or(self.inner.request_timeout);
+        match crate::request::inherited_deadline() {
+            Some(inherited) if inherited < own => inherited,
+            _ => own,
+        }
+    }
+
+    async fn resolve(
+        &self,
+        target: &Target<'_>,
+        opts: &CallOptions,
+        tried: &mut Vec<String>,
+    ) -> Result<String, Error> {
+        if let Some(address) = &opts.address {
+            return Ok(address.clone());
+        }
+        let node = self.inner.selector.select(target.service, tried).await?;
+        tried.push(node.id);
+        Ok(node.address)
+    }
+
+    fn request(
+        &self,
+        address: &str,
+        target: &Target<'_>,
+        body: Body,
+        deadline: Instant,
+        opts: &CallOptions,
+    ) -> Result<Request<Body>, Error> {
+        let mut req = Request::new(body);
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = format!("http://{address}{}", target.path)
+            .parse()
+            .map_err(|e| Error::bad_request(ID, format!("bad address {address:?}: {e}")))?;
+        let headers = req.headers_mut();
+        opts.metadata.write_headers(headers);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(target.format.grpc_content_type()),
+        );
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Ok(v) = HeaderValue::from_str(target.endpoint) {
+            headers.insert("micro-endpoint", v);
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Ok(v) = HeaderValue::from_str(&timeout::format_grpc_timeout(remaining)) {
+            headers.insert("grpc-timeout", v);
+        }
+        if let Some(from) = &self.inner.from_service {
+            if !headers.contains_key("micro-from-service") {
+                headers.insert("micro-from-service", from.clone());
+            }
+        }
+        Ok(req)
+    }
+
+    /// Sends one request to one node and returns the response head.
+    async fn send(&self, address: &str, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        let mut sender = self.inner.pool.get(address).await?;
+        let sent = async {
+            sender.ready().await?;
+            sender.send_request(req).await
+        };
+        sent.await.map_err(|e| {
+            self.inner.pool.discard(address);
+            Error::service_unavailable(ID, format!("calling {address}: {e}"))
+        })
+    }
+
+    async fn unary(
+        &self,
+        target: Target<'_>,
+        framed: Bytes,
+        opts: &CallOptions,
+    ) -> Result<Bytes, Error> {
+        let deadline = self.deadline(opts);
+        let attempts = 1 + opts.retries.unwrap_or(self.inner.retries);
+        let mut tried = Vec::new();
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                backoff(attempt, deadline).await;
+            }
+            let once = async {
+                let address = self.resolve(&target, opts, &mut tried).await?;
+                let req = self.request(
+                    &address,
+                    &target,
+                    Body::full(framed.clone()),
+                    deadline,
+                    opts,
+                )?;
+                let rsp = self.send(&address, req).await?;
+                read_unary(rsp, self.inner.max_body).await
+            };
+            let err = match tokio::time::timeout_at(deadline, once).await {
+                Ok(Ok(bytes)) => return Ok(bytes),
+                Ok(Err(e)) => e,
+                Err(_) => return Err(deadline_passed(&target)),
+            };
+            if attempt + 1 == attempts
+                || !err.is_retryable(opts.idempotent)
+                || Instant::now() >= deadline
+            {
+                return Err(err);
+            }
+            tracing::debug!(service = target.service, endpoint = target.endpoint, error = %err, "retrying");
+        }
+        Err(Error::internal_server_error(ID, "no attempt was made"))
+    }
+
+    /// Opens a streaming call. A single-request call may be retried until a node
+    /// answers; a client stream cannot be replayed, so it gets one attempt.
+    async fn open_stream(
+        &self,
+        target: Target<'_>,
+        single: Option<Bytes>,
+        mut body: Option<Body>,
+        opts: &CallOptions,
+    ) -> Result<RawStream, Error> {
+        let deadline = self.deadline(opts);
+        let attempts = if single.is_some() {
+            1 + opts.retries.unwrap_or(self.inner.retries)
+        } else {
+            1
+        };
+        let mut tried = Vec::new();
+        let mut attempt = 0;
+        loop {
+            if attempt > 0 {
+                backoff(attempt, deadline).await;
+            }
+            attempt += 1;
+            let body = match (&single, body.take()) {
+                (Some(framed), _) => Body::full(framed.clone()),
+                (None, Some(b)) => b,
+                (None, None) => Body::Empty,
+            };
+            let once = async {
+                let address = self.resolve(&target, opts, &mut tried).await?;
+                let req = self.request(&address, &target, body, deadline, opts)?;
+                let rsp = self.send(&address, req).await?;
+                check_head(&rsp)?;
+                Ok::<_, Error>(rsp)
+            };
+            let err = match tokio::time::timeout_at(deadline, once).await {
+                Ok(Ok(rsp)) => {
+                    let frames = frame::FrameStream::new(rsp.into_body(), self.inner.max_body)
+                        .with_trailers(status::check_trailers);
+                    return Ok(until_deadline(
+                        frames.boxed(),
+                        deadline,
+                        deadline_passed(&target),
+                    ));
+                }
+                Ok(Err(e)) => e,
+                Err(_) => return Err(deadline_passed(&target)),
+            };
+            if attempt >= attempts || !err.is_retryable(opts.idempotent) {
+                return Err(err);
+            }
+        }
+    }
+}
+
+fn deadline_passed(target: &Target<'_>) -> Error {
+    Error::timeout(
+        ID,
+        format!(
+            "{} {} did not answer in time",
+            target.service, target.endpoint
+        ),
+    )
+}
+
+/// Waits before a retry: exponential from 10 ms with full jitter, at most 1 s, never
+/// past the deadline.
+async fn backoff(attempt: u32, deadline: Instant) {
+    let cap = Duration::from_millis(
+        10u64
+            .saturating_mul(4u64.saturating_pow(attempt - 1))
+            .min(1000),
+    );
+    let wait = rand::rng().random_range(Duration::ZERO..=cap);
+    tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+}
+
+/// Errors visible in the response head: a non-200 status or a trailers-only error.
+fn check_head(rsp: &Response<Incoming>) -> Result<(), Error> {
+    if rsp.status() != StatusCode::OK {
+        let ct = rsp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        // Error JSON in the body is read by read_unary; for the head we know the code.
+        return Err(Error::new(
+            ID,
+            format!("HTTP {} ({ct})", rsp.status()),
+            rsp.status().as_u16(),
+        ));
+    }
+    if let Some(Err(e)) = status::read_status(rsp.headers(), ID) {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Reads a unary gRPC response: its one message, or the error in its status.
+async fn read_unary(rsp: Response<Incoming>, max: usize) -> Result<Bytes, Error> {
+    let (parts, body) = rsp.into_parts();
+    if parts.status != StatusCode::OK {
+        // Not a gRPC answer (a proxy or a non-micro server): the body may still hold
+        // the shared error JSON.
+        let text = http_body_util::Limited::new(body, 64 * 1024)
+            .collect()
+            .await
+            .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+            .unwrap_or_default();
+        let mut err = Error::parse(&text);
+        if err.code() == 500 && parts.status.as_u16() != 500 {
+            err = Error::new(
+                ID,
+                format!("HTTP {}: {}", parts.status, text.trim()),
+                parts.status.as_u16(),
+            );
+        }
+        return Err(err);
+    }
+    if let Some(Err(e)) = status::read_status(&parts.headers, ID) {
+        return Err(e);
+    }
+    let collected = http_body_util::Limited::new(body, max + frame::HEADER_LEN)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::payload_too_large(ID, format!("response is over the limit of {max} bytes"))
+            } else {
+                Error::service_unavailable(ID, format!("reading response: {e}"))
+            }
+        })?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    status::check_trailers(&trailers)?;
+    let data = BytesMut::from(collected.to_bytes());
+    frame::single_frame(data, max)?
+        .ok_or_else(|| Error::internal_server_error(ID, "the response has no message"))
 }

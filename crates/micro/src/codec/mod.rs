@@ -19,7 +19,10 @@ use crate::Error;
 ///
 /// `micro-build` generates both for every message of a `.proto`; any type with the
 /// same impls works too.
-pub trait Message: prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static {}
+pub trait Message:
+    prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static
+{
+}
 
 impl<T> Message for T where
     T: prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static

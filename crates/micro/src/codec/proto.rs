@@ -14,8 +14,9 @@ impl Codec for ProtoCodec {
 
     fn encode<M: Message>(&self, msg: &M, buf: &mut BytesMut) -> Result<(), Error> {
         buf.reserve(msg.encoded_len());
-        msg.encode(buf)
-            .map_err(|e| Error::internal_server_error("micro.codec", format!("encoding protobuf: {e}")))
+        msg.encode(buf).map_err(|e| {
+            Error::internal_server_error("micro.codec", format!("encoding protobuf: {e}"))
+        })
     }
 
     fn decode<M: Message>(&self, buf: &[u8]) -> Result<M, Error> {

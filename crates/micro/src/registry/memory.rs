@@ -7,7 +7,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::{service_not_found, Event, EventKind, Node, RegisterOptions, Registry, Service, Watcher};
+use super::{
+    service_not_found, Event, EventKind, Node, RegisterOptions, Registry, Service, Watcher,
+};
 use crate::Error;
 
 /// An in-process registry: tests, single-process programs, or a static node list.
@@ -97,7 +99,9 @@ impl MemoryRegistry {
                 None => services.keys().cloned().collect(),
             };
             for n in names {
-                let Some(versions) = services.get_mut(&n) else { continue };
+                let Some(versions) = services.get_mut(&n) else {
+                    continue;
+                };
                 versions.retain(|_, record| {
                     let gone: Vec<Node> = record
                         .nodes
@@ -117,7 +121,11 @@ impl MemoryRegistry {
                 }
                 for record in versions.values() {
                     let mut s = record.service.clone();
-                    s.nodes = record.nodes.values().map(|(node, _)| node.clone()).collect();
+                    s.nodes = record
+                        .nodes
+                        .values()
+                        .map(|(node, _)| node.clone())
+                        .collect();
                     out.push(s);
                 }
             }
@@ -138,9 +146,16 @@ impl Registry for MemoryRegistry {
     ) -> BoxFuture<'a, Result<(), Error>> {
         async move {
             if service.name.is_empty() {
-                return Err(Error::bad_request("micro.registry", "service name is empty"));
+                return Err(Error::bad_request(
+                    "micro.registry",
+                    "service name is empty",
+                ));
             }
-            if let Some(node) = service.nodes.iter().find(|n| n.id.is_empty() || n.address.is_empty()) {
+            if let Some(node) = service
+                .nodes
+                .iter()
+                .find(|n| n.id.is_empty() || n.address.is_empty())
+            {
                 return Err(Error::bad_request(
                     "micro.registry",
                     format!("node {node:?} needs both an id and an address"),
@@ -275,7 +290,9 @@ mod tests {
     async fn nodes_expire_after_ttl_and_watchers_see_it() {
         let r = MemoryRegistry::new();
         let mut w = r.watch(Some("greeter")).await.unwrap();
-        let ttl = RegisterOptions { ttl: Duration::from_secs(10) };
+        let ttl = RegisterOptions {
+            ttl: Duration::from_secs(10),
+        };
         r.register(&svc("v1", &["a", "bb"]), ttl).await.unwrap();
         let ev = w.next().await.unwrap().unwrap();
         assert_eq!(ev.kind, EventKind::Added);
@@ -299,8 +316,12 @@ mod tests {
     #[tokio::test]
     async fn versions_are_separate_and_deregister_removes_nodes() {
         let r = MemoryRegistry::new();
-        r.register(&svc("v1", &["a"]), Default::default()).await.unwrap();
-        r.register(&svc("v2", &["b"]), Default::default()).await.unwrap();
+        r.register(&svc("v1", &["a"]), Default::default())
+            .await
+            .unwrap();
+        r.register(&svc("v2", &["b"]), Default::default())
+            .await
+            .unwrap();
         assert_eq!(r.get_service("greeter").await.unwrap().len(), 2);
         r.deregister(&svc("v1", &["a"])).await.unwrap();
         let left = r.get_service("greeter").await.unwrap();
@@ -313,6 +334,9 @@ mod tests {
         let r = MemoryRegistry::new();
         let mut s = svc("v1", &["a"]);
         s.nodes[0].address.clear();
-        assert_eq!(r.register(&s, Default::default()).await.unwrap_err().code(), 400);
+        assert_eq!(
+            r.register(&s, Default::default()).await.unwrap_err().code(),
+            400
+        );
     }
 }

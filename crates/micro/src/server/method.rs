@@ -32,11 +32,17 @@ pub enum MethodKind {
 impl MethodKind {
     /// Whether the client sends a stream.
     pub fn client_streams(self) -> bool {
-        matches!(self, MethodKind::ClientStreaming | MethodKind::BidiStreaming)
+        matches!(
+            self,
+            MethodKind::ClientStreaming | MethodKind::BidiStreaming
+        )
     }
     /// Whether the server answers with a stream.
     pub fn server_streams(self) -> bool {
-        matches!(self, MethodKind::ServerStreaming | MethodKind::BidiStreaming)
+        matches!(
+            self,
+            MethodKind::ServerStreaming | MethodKind::BidiStreaming
+        )
     }
     /// The value of the registry's endpoint metadata `stream`.
     pub fn stream_metadata(self) -> &'static str {
@@ -122,14 +128,18 @@ where
 }
 
 /// The single message of a unary or server-streaming request.
-fn decode_one<Req: Message>(format: Format, body: RawBody) -> BoxFuture<'static, Result<Req, Error>> {
+fn decode_one<Req: Message>(
+    format: Format,
+    body: RawBody,
+) -> BoxFuture<'static, Result<Req, Error>> {
     match body {
         RawBody::One(bytes) => futures_util::future::ready(format.decode(&bytes)).boxed(),
         // A transport may deliver a one-message request as a stream; take exactly one.
         RawBody::Stream(mut s) => async move {
-            let first = s.next().await.transpose()?.ok_or_else(|| {
-                Error::bad_request("micro.server", "the request has no message")
-            })?;
+            let first =
+                s.next().await.transpose()?.ok_or_else(|| {
+                    Error::bad_request("micro.server", "the request has no message")
+                })?;
             if s.next().await.is_some() {
                 return Err(Error::bad_request(
                     "micro.server",

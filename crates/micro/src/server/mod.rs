@@ -1,7 +1,138 @@
 //! Serving endpoints: gRPC and JSON over HTTP on one port.
+//!
+//! A [`Server`] routes requests to the handlers generated from `.proto` files. Most
+//! programs use it through [`crate::Service`], which adds registration and a
+//! lifecycle; tests and embedders can run one directly:
+//!
+//! ```no_run
+//! # async fn run(listener: tokio::net::TcpListener) -> Result<(), micro::Error> {
+//! let server = micro::server::Server::new("greeter"); // .handler(GreeterServer::new(..))
+//! server.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
 
+mod debug;
+mod grpc;
 mod handler;
+mod json;
 pub mod method;
+mod router;
+mod serve;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
 
 pub use handler::{Handler, HandlerDesc, MethodDesc, TypeDesc};
 pub use method::{MethodKind, RawBody, RawReply, RawRequest};
+
+use crate::registry::Endpoint;
+use crate::Error;
+use router::Router;
+use serve::Stats;
+
+/// Default largest request message: 4 MiB.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+/// Default time a graceful stop waits for in-flight requests.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves handlers on one port: gRPC over HTTP/2 and JSON over HTTP/1.1 or h2c.
+pub struct Server {
+    name: Arc<str>,
+    version: Arc<str>,
+    max_body: usize,
+    drain_timeout: Duration,
+    handlers: Vec<HandlerDesc>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("max_body", &self.max_body)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("handlers", &self.handlers.len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server for the service `name` (used as the `id` of transport errors).
+    pub fn new(name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        Server {
+            name: name.into(),
+            version: "latest".into(),
+            max_body: DEFAULT_MAX_BODY,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            handlers: Vec::new(),
+            stats: Arc::new(Stats::new()),
+        }
+    }
+
+    /// The version `Debug.Stats` reports (default `latest`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        let version: String = version.into();
+        self.version = version.into();
+        self
+    }
+
+    /// Adds a handler (a generated `XxxServer`).
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handlers.push(handler.into_desc());
+        self
+    }
+
+    /// The largest request message accepted, in bytes (default 4 MiB); larger ones
+    /// get a 413 (`RESOURCE_EXHAUSTED` over gRPC).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// How long a graceful stop waits for in-flight requests (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    fn router(&self) -> Result<Router, Error> {
+        let mut router = Router::default();
+        router.add(debug::handler(
+            self.name.clone(),
+            self.version.clone(),
+            self.stats.clone(),
+        ))?;
+        for desc in &self.handlers {
+            router.add(desc.clone())?;
+        }
+        Ok(router)
+    }
+
+    /// The endpoints to publish in the registry (internal ones excluded); an error
+    /// if two handlers serve the same endpoint.
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        Ok(self.router()?.endpoints().to_vec())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting and
+    /// waits for in-flight requests up to the drain timeout.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let router = self.router()?;
+        let shared = Arc::new(serve::Shared {
+            name: self.name.clone(),
+            max_body: self.max_body,
+            router,
+            stats: self.stats.clone(),
+        });
+        serve::serve(shared, listener, shutdown, self.drain_timeout).await;
+        Ok(())
+    }
+}

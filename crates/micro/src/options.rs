@@ -1,1 +1,0 @@
-//! Service options from flags, environment and files.

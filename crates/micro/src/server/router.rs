@@ -1,0 +1,77 @@
+//! Finding the endpoint a request names: by gRPC path (`/greeter.Greeter/Hello`) or
+//! by the `Micro-Endpoint` header (`Greeter.Hello`), which wins when both are given.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::handler::HandlerDesc;
+use super::method::{BoxMethodHandler, MethodKind};
+use crate::registry::Endpoint;
+use crate::Error;
+
+/// One routable endpoint.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) kind: MethodKind,
+    pub(crate) handler: BoxMethodHandler,
+}
+
+/// All endpoints a server serves.
+#[derive(Clone, Default)]
+pub(crate) struct Router {
+    by_path: HashMap<String, Route>,
+    by_endpoint: HashMap<String, Route>,
+    /// Endpoints listed in the registry record (internal handlers excluded).
+    public: Vec<Endpoint>,
+}
+
+impl Router {
+    /// Adds a handler; an endpoint served twice is an error.
+    pub(crate) fn add(&mut self, desc: HandlerDesc) -> Result<(), Error> {
+        for method in &desc.methods {
+            let endpoint = desc.endpoint_name(method);
+            let path = desc.grpc_path(method);
+            if self.by_endpoint.contains_key(&endpoint) || self.by_path.contains_key(&path) {
+                return Err(Error::conflict(
+                    "micro.server",
+                    format!("endpoint {endpoint} ({path}) is registered twice"),
+                ));
+            }
+            let route = Route {
+                endpoint: endpoint.as_str().into(),
+                kind: method.kind,
+                handler: method.handler.clone(),
+            };
+            self.by_path.insert(path, route.clone());
+            self.by_endpoint.insert(endpoint, route);
+        }
+        if !desc.internal {
+            self.public.extend(desc.endpoints());
+        }
+        Ok(())
+    }
+
+    /// The endpoints to publish in the registry.
+    pub(crate) fn endpoints(&self) -> &[Endpoint] {
+        &self.public
+    }
+
+    /// The route for a request, or a 404 that says what was asked for.
+    pub(crate) fn route(&self, path: &str, endpoint_header: Option<&str>) -> Result<&Route, Error> {
+        if let Some(endpoint) = endpoint_header {
+            return self.by_endpoint.get(endpoint).ok_or_else(|| {
+                Error::not_found("micro.server", format!("unknown endpoint {endpoint}"))
+            });
+        }
+        if path == "/" || path.is_empty() {
+            return Err(Error::bad_request(
+                "micro.server",
+                "no endpoint named: POST to /<package>.<Service>/<Method> or send a Micro-Endpoint header",
+            ));
+        }
+        self.by_path
+            .get(path)
+            .ok_or_else(|| Error::not_found("micro.server", format!("unknown endpoint {path}")))
+    }
+}

@@ -1,0 +1,285 @@
+//! Accepting connections and dispatching requests: one port, HTTP/1.1 and HTTP/2
+//! (h2c) told apart per connection, gRPC and JSON told apart per request by content
+//! type. Stopping is graceful: stop accepting, let in-flight requests finish (bounded
+//! by the drain timeout), then return.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use http::{header, HeaderMap, Method, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use super::method::{RawReply, RawRequest};
+use super::router::{Route, Router};
+use super::{grpc, json};
+use crate::codec::ContentType;
+use crate::request::CallContext;
+use crate::streaming::until_deadline;
+use crate::wire::{timeout, Body};
+use crate::{Error, Metadata};
+
+/// Counters every server keeps; `Debug.Stats` reports them.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    pub(crate) started: SystemTime,
+    pub(crate) started_at: Instant,
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Stats {
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What every request of one server shares.
+pub(crate) struct Shared {
+    /// The service name: the `id` of errors the transport raises.
+    pub(crate) name: Arc<str>,
+    pub(crate) max_body: usize,
+    pub(crate) router: Router,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl Shared {
+    /// Calls the endpoint within the deadline, counting requests and errors, and
+    /// turning a handler panic into a 500 instead of a dropped connection.
+    pub(crate) async fn call(
+        &self,
+        route: &Route,
+        req: RawRequest,
+        deadline: Option<Instant>,
+    ) -> Result<RawReply, Error> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let call = AssertUnwindSafe(crate::request::with_inherited_deadline(
+            deadline,
+            route.handler.call(req),
+        ))
+        .catch_unwind();
+        let outcome = match deadline {
+            Some(at) => tokio::time::timeout_at(at, call).await.ok(),
+            None => Some(call.await),
+        };
+        let result = match outcome {
+            None => Err(self.deadline_error(&route.endpoint)),
+            Some(Err(_panic)) => {
+                tracing::error!(endpoint = %route.endpoint, "handler panicked");
+                Err(Error::internal_server_error(
+                    self.name.as_ref(),
+                    format!("{} failed unexpectedly", route.endpoint),
+                ))
+            }
+            Some(Ok(result)) => result,
+        };
+        let result = match (result, deadline) {
+            (Ok(RawReply::Stream(s)), Some(at)) => Ok(RawReply::Stream(until_deadline(
+                s,
+                at,
+                self.deadline_error(&route.endpoint),
+            ))),
+            (other, _) => other,
+        };
+        if result.is_err() {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn deadline_error(&self, endpoint: &str) -> Error {
+        Error::timeout(
+            self.name.as_ref(),
+            format!("{endpoint} did not finish before the caller's deadline"),
+        )
+    }
+
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let content_type = match parts.headers.get(header::CONTENT_TYPE) {
+            // A bare `curl -d` or a client that forgets the header means JSON.
+            None => Some(ContentType::Json),
+            Some(v) => v.to_str().ok().and_then(ContentType::parse),
+        };
+        let endpoint = parts
+            .headers
+            .get("micro-endpoint")
+            .and_then(|v| v.to_str().ok());
+        match content_type {
+            Some(ContentType::Grpc(format)) => {
+                if parts.version != Version::HTTP_2 {
+                    return json::error_response(&Error::bad_request(
+                        self.name.as_ref(),
+                        "gRPC needs HTTP/2; use Content-Type: application/json over HTTP/1.1",
+                    ));
+                }
+                let route = match self.router.route(parts.uri.path(), endpoint) {
+                    Ok(r) => r.clone(),
+                    Err(e) => return grpc::error_response(format, &e),
+                };
+                let deadline = match header_deadline(&parts.headers, GRPC_TIMEOUT) {
+                    Ok(d) => d,
+                    Err(e) => return grpc::error_response(format, &e),
+                };
+                let ctx = self.context(&route, &parts.headers, deadline, remote);
+                grpc::handle(self, route, format, ctx, &parts.headers, body).await
+            }
+            Some(ContentType::Json) => {
+                if parts.method != Method::POST {
+                    let mut rsp = json::error_response(&Error::method_not_allowed(
+                        self.name.as_ref(),
+                        format!("{} is not allowed; call endpoints with POST", parts.method),
+                    ));
+                    rsp.headers_mut()
+                        .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+                    return rsp;
+                }
+                let route = match self.router.route(parts.uri.path(), endpoint) {
+                    Ok(r) => r.clone(),
+                    Err(e) => return json::error_response(&e),
+                };
+                let deadline = match header_deadline(&parts.headers, HTTP_TIMEOUT) {
+                    Ok(d) => d,
+                    Err(e) => return json::error_response(&e),
+                };
+                let ctx = self.context(&route, &parts.headers, deadline, remote);
+                let length = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                json::handle(self, route, ctx, length, body).await
+            }
+            None => json::error_response(&Error::unsupported_media_type(
+                self.name.as_ref(),
+                "unsupported Content-Type: send application/json, application/grpc, \
+                 application/grpc+proto or application/grpc+json",
+            )),
+        }
+    }
+
+    fn context(
+        &self,
+        route: &Route,
+        headers: &HeaderMap,
+        deadline: Option<Instant>,
+        remote: SocketAddr,
+    ) -> CallContext {
+        CallContext {
+            endpoint: route.endpoint.clone(),
+            metadata: Metadata::from_headers(headers),
+            deadline,
+            remote_addr: Some(remote),
+        }
+    }
+}
+
+/// A header that carries a deadline, how to parse it, and what a valid value is.
+struct DeadlineHeader {
+    name: &'static str,
+    parse: fn(&str) -> Option<Duration>,
+    expected: &'static str,
+}
+
+const GRPC_TIMEOUT: DeadlineHeader = DeadlineHeader {
+    name: "grpc-timeout",
+    parse: timeout::parse_grpc_timeout,
+    expected: "up to 8 digits and a unit H, M, S, m, u or n (e.g. 500m)",
+};
+
+const HTTP_TIMEOUT: DeadlineHeader = DeadlineHeader {
+    name: "Timeout",
+    parse: timeout::parse_http_timeout,
+    expected: "seconds (30) or a duration such as 500ms, 2s or 1m",
+};
+
+fn header_deadline(headers: &HeaderMap, header: DeadlineHeader) -> Result<Option<Instant>, Error> {
+    let Some(value) = headers.get(header.name) else {
+        return Ok(None);
+    };
+    let d = value.to_str().ok().and_then(header.parse).ok_or_else(|| {
+        Error::bad_request(
+            "micro.server",
+            format!(
+                "malformed {} header {value:?}: expected {}",
+                header.name, header.expected
+            ),
+        )
+    })?;
+    Ok(Some(Instant::now() + d))
+}
+
+/// Serves `shared` on `listener` until `shutdown` completes, then drains.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // A client that trickles its headers must not hold a connection forever.
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    let svc = service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(shared.handle(req, remote).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%remote, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain_timeout,
+            "in-flight requests did not finish within the drain timeout; closing anyway"
+        );
+    }
+}

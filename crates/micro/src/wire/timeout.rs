@@ -1,0 +1,78 @@
+//! Deadlines on the wire: gRPC's `grpc-timeout` and micro's HTTP `Timeout` header.
+
+use std::time::Duration;
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H M S m u n`).
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Formats a `grpc-timeout` value with the finest unit that fits in 8 digits.
+pub(crate) fn format_grpc_timeout(d: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = d.as_nanos();
+    for (unit, per) in [
+        ("n", 1u128),
+        ("u", 1_000),
+        ("m", 1_000_000),
+        ("S", 1_000_000_000),
+    ] {
+        // Round up so the callee never sees a later deadline than the caller's.
+        let value = nanos.div_ceil(per);
+        if value <= MAX {
+            return format!("{value}{unit}");
+        }
+    }
+    let minutes = nanos.div_ceil(60_000_000_000);
+    if minutes <= MAX {
+        return format!("{minutes}M");
+    }
+    format!("{}H", nanos.div_ceil(3_600_000_000_000).min(MAX))
+}
+
+/// Parses micro's HTTP `Timeout` header: a duration as in DESIGN.md (`30` seconds,
+/// or `500ms`, `2s`, `1m`).
+pub(crate) fn parse_http_timeout(value: &str) -> Option<Duration> {
+    crate::options::parse_duration(value.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_round_trips() {
+        for d in [
+            Duration::from_nanos(1),
+            Duration::from_millis(1500),
+            Duration::from_secs(5),
+            Duration::from_secs(86_400 * 365),
+        ] {
+            let text = format_grpc_timeout(d);
+            let back = parse_grpc_timeout(&text).unwrap();
+            assert!(back >= d, "{d:?} -> {text} -> {back:?}");
+            assert!(text.len() <= 9);
+        }
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        for bad in ["", "m", "10", "123456789S", "-1S", "1x", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::io::Result<()> {
+    micro_build::compile_protos(&["proto/greeter.proto"], &["proto"])
+}

@@ -1,0 +1,101 @@
+//! The greeter: micro's example service.
+//!
+//! `Greeter.Hello` answers `{"name":"John"}` with `{"message":"Hello John"}`;
+//! `Greeter.Stream` sends `count` greetings. The greeting word is configurable
+//! (`greeter.greeting`, default `Hello`).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use micro::{Error, Request, ResponseStream};
+
+/// The generated messages, server trait and client of `proto/greeter.proto`.
+pub mod proto {
+    micro::include_proto!("greeter");
+}
+
+pub use proto::greeter_client::GreeterClient;
+pub use proto::greeter_server::GreeterServer;
+use proto::{HelloRequest, HelloResponse, StreamRequest, StreamResponse};
+
+/// The service's name in the registry.
+pub const SERVICE_NAME: &str = "greeter";
+/// Greetings sent by `Greeter.Stream` when the request does not say.
+pub const DEFAULT_STREAM_COUNT: i32 = 3;
+/// Most greetings one `Greeter.Stream` call may ask for.
+pub const MAX_STREAM_COUNT: i32 = 1000;
+
+/// The greeter's implementation.
+#[derive(Debug, Clone)]
+pub struct Greeter {
+    greeting: String,
+    /// Pause between streamed greetings.
+    interval: Duration,
+}
+
+impl Default for Greeter {
+    fn default() -> Self {
+        Greeter::new("Hello")
+    }
+}
+
+impl Greeter {
+    /// A greeter that greets with `greeting` ("Hello").
+    pub fn new(greeting: impl Into<String>) -> Self {
+        Greeter {
+            greeting: greeting.into(),
+            interval: Duration::ZERO,
+        }
+    }
+
+    /// Pauses between streamed greetings (for demos and tests of slow streams).
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    fn greet(&self, name: &str) -> Result<String, Error> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(Error::bad_request(SERVICE_NAME, "name is required"));
+        }
+        Ok(format!("{} {}", self.greeting, name))
+    }
+}
+
+impl proto::greeter_server::Greeter for Greeter {
+    async fn hello(&self, request: Request<HelloRequest>) -> Result<HelloResponse, Error> {
+        Ok(HelloResponse {
+            message: self.greet(&request.get_ref().name)?,
+        })
+    }
+
+    async fn stream(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<ResponseStream<StreamResponse>, Error> {
+        let req = request.into_inner();
+        let message = self.greet(&req.name)?;
+        let count = match req.count {
+            0 => DEFAULT_STREAM_COUNT,
+            n if (1..=MAX_STREAM_COUNT).contains(&n) => n,
+            n => {
+                return Err(Error::bad_request(
+                    SERVICE_NAME,
+                    format!("count must be between 1 and {MAX_STREAM_COUNT}, got {n}"),
+                ))
+            }
+        };
+        let interval = self.interval;
+        let greetings = futures_util::stream::iter(1..=count).then(move |sequence| {
+            let message = message.clone();
+            async move {
+                if !interval.is_zero() && sequence > 1 {
+                    tokio::time::sleep(interval).await;
+                }
+                Ok(StreamResponse { message, sequence })
+            }
+        });
+        Ok(greetings.boxed())
+    }
+}

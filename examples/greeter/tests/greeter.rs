@@ -1,0 +1,161 @@
+//! The greeter answers typed, JSON and streaming calls, and rejects an empty name.
+
+// Test helpers outside #[test] functions unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use greeter::proto::{HelloRequest, StreamRequest};
+use greeter::{Greeter, GreeterClient, GreeterServer};
+use micro::client::CallOptions;
+use micro::registry::{MemoryRegistry, Registry};
+use std::sync::Arc;
+
+struct Running {
+    address: String,
+    registry: Arc<MemoryRegistry>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), micro::BoxError>>,
+}
+
+async fn start(greeter: Greeter) -> Running {
+    let registry = Arc::new(MemoryRegistry::new());
+    let service = micro::Service::builder()
+        .name("greeter")
+        .registry(registry.clone())
+        .handler(GreeterServer::new(greeter))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    // Registered once serve has started.
+    for _ in 0..100 {
+        if registry.get_service("greeter").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Running {
+        address,
+        registry,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn hello_by_registry_lookup() {
+    let svc = start(Greeter::default()).await;
+    let client = GreeterClient::new("greeter", micro::Client::new(svc.registry.clone()));
+    let rsp = client
+        .hello(HelloRequest {
+            name: "John".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rsp.message, "Hello John");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn empty_name_is_a_400() {
+    let svc = start(Greeter::default()).await;
+    let client = GreeterClient::new("greeter", micro::Client::new(svc.registry.clone()));
+    for name in ["", "   "] {
+        let err = client
+            .hello(HelloRequest { name: name.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.id(), err.detail()),
+            (400, "greeter", "name is required")
+        );
+    }
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn custom_greeting_and_json_call() {
+    let svc = start(Greeter::new("Hi")).await;
+    let rsp = micro::Client::default()
+        .call_json(
+            "greeter",
+            "Greeter.Hello",
+            &serde_json::json!({"name": "Jane"}),
+            &CallOptions::default().address(svc.address.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp, serde_json::json!({"message": "Hi Jane"}));
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn stream_sends_count_greetings() {
+    let svc = start(Greeter::default().with_interval(Duration::from_millis(5))).await;
+    let client = GreeterClient::new("greeter", micro::Client::new(svc.registry.clone()));
+    let all: Vec<_> = client
+        .stream(StreamRequest {
+            name: "John".into(),
+            count: 4,
+        })
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let seq: Vec<i32> = all.into_iter().map(|r| r.unwrap().sequence).collect();
+    assert_eq!(seq, vec![1, 2, 3, 4]);
+    let default: Vec<_> = client
+        .stream(StreamRequest {
+            name: "John".into(),
+            count: 0,
+        })
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(default.len(), greeter::DEFAULT_STREAM_COUNT as usize);
+    let err = client
+        .stream(StreamRequest {
+            name: "John".into(),
+            count: 5000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 400);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn registry_record_describes_the_endpoints() {
+    let svc = start(Greeter::default()).await;
+    let record = &svc.registry.get_service("greeter").await.unwrap()[0];
+    assert_eq!(record.version, "latest");
+    assert_eq!(record.nodes[0].address, svc.address);
+    assert_eq!(record.nodes[0].metadata["protocol"], "grpc+json");
+    let names: Vec<&str> = record.endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, vec!["Greeter.Hello", "Greeter.Stream"]);
+    let hello = &record.endpoints[0];
+    assert_eq!(hello.request.name, "HelloRequest");
+    assert_eq!(hello.request.schema["properties"]["name"]["type"], "string");
+    assert_eq!(record.endpoints[1].metadata["stream"], "server");
+    // A clean stop deregisters at once.
+    let registry = svc.registry.clone();
+    svc.stop().await;
+    assert_eq!(
+        registry.get_service("greeter").await.unwrap_err().code(),
+        404
+    );
+}
