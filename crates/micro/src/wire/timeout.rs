@@ -4,7 +4,8 @@ use std::time::Duration;
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H M S m u n`).
 pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    // ASCII only: splitting off the unit below must land on a char boundary.
+    if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
@@ -71,7 +72,16 @@ mod tests {
         }
         assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        for bad in ["", "m", "10", "123456789S", "-1S", "1x", "1.5S"] {
+        for bad in [
+            "",
+            "m",
+            "10",
+            "123456789S",
+            "-1S",
+            "1x",
+            "1.5S",
+            "1\u{fffd}",
+        ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
     }
