@@ -363,6 +363,7 @@ impl Service {
         let mut server = Server::new(options.server_name.clone())
             .version(options.server_version.clone())
             .max_body(options.server_max_body)
+            .read_timeout(options.server_read_timeout)
             .drain_timeout(options.server_drain_timeout);
         for handler in handlers {
             server = server.handler(handler);

@@ -630,3 +630,53 @@ async fn many_concurrent_calls_share_one_connection() {
     let _ = futures_util::stream::iter(0..1).collect::<Vec<_>>().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn slow_clients_are_timed_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_echo_with("a", |s| s.read_timeout(Duration::from_millis(300))).await;
+
+    // Headers that never finish: the connection is closed (hyper answers 408 or
+    // just hangs up), not held.
+    let mut stalled = tokio::net::TcpStream::connect(&server.address)
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"POST /micro.test.v1.Echo/Unary HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut out)).await;
+    assert!(
+        closed.is_ok(),
+        "a client stalling in its headers must be cut off"
+    );
+
+    // A body that stops halfway gets a 408 in the shared error shape.
+    let mut trickle = tokio::net::TcpStream::connect(&server.address)
+        .await
+        .unwrap();
+    trickle
+        .write_all(b"POST /micro.test.v1.Echo/Unary HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"message\":")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), trickle.read_to_end(&mut out))
+        .await
+        .expect("answered within the read timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":408"), "{text}");
+
+    // The server still serves everyone else.
+    assert_eq!(
+        client_for(&server)
+            .unary(req("fine"))
+            .await
+            .unwrap()
+            .message,
+        "fine"
+    );
+    server.stop().await;
+}

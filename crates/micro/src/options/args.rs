@@ -111,6 +111,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub server_drain_timeout: Option<Duration>,
 
+    /// How long a client may take to send request headers or a whole unary request
+    /// body before it gets a 408 and the connection closes
+    /// [env: MICRO_SERVER_READ_TIMEOUT] [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub server_read_timeout: Option<Duration>,
+
     /// Largest request body accepted, e.g. 4MiB, 512KiB, 1MB or bytes
     /// [env: MICRO_SERVER_MAX_BODY] [default: 4MiB]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -232,6 +238,7 @@ impl ServerArgs {
             server_advertise: self.server_advertise.clone(),
             server_metadata: metadata,
             server_drain_timeout: self.server_drain_timeout,
+            server_read_timeout: self.server_read_timeout,
             server_max_body: self.server_max_body,
             ..PartialOptions::default()
         }

@@ -63,6 +63,7 @@ const KEYS: &[&str] = &[
     "server_advertise",
     "server_metadata",
     "server_drain_timeout",
+    "server_read_timeout",
     "server_max_body",
     "register_ttl",
     "register_interval",
@@ -134,6 +135,10 @@ pub struct ServiceOptions {
     /// `--server_drain_timeout` / `MICRO_SERVER_DRAIN_TIMEOUT`, default 10s: how long
     /// a graceful stop waits for requests in flight.
     pub server_drain_timeout: Duration,
+    /// `--server_read_timeout` / `MICRO_SERVER_READ_TIMEOUT`, default 30s: how long a
+    /// client may take to send request headers or a whole unary request body; slower
+    /// clients get a 408 and lose the connection, so they cannot hold it forever.
+    pub server_read_timeout: Duration,
     /// `--server_max_body` / `MICRO_SERVER_MAX_BODY`, bytes, default 4 MiB: the
     /// largest request body accepted.
     pub server_max_body: usize,
@@ -180,6 +185,7 @@ impl Default for ServiceOptions {
             server_advertise: None,
             server_metadata: Metadata::new(),
             server_drain_timeout: Duration::from_secs(10),
+            server_read_timeout: Duration::from_secs(30),
             server_max_body: 4 << 20,
             register_ttl: Duration::from_secs(90),
             register_interval: Duration::from_secs(30),
@@ -306,6 +312,7 @@ pub struct PartialOptions {
     pub server_advertise: Option<String>,
     pub server_metadata: Option<Metadata>,
     pub server_drain_timeout: Option<Duration>,
+    pub server_read_timeout: Option<Duration>,
     pub server_max_body: Option<usize>,
     pub register_ttl: Option<Duration>,
     pub register_interval: Option<Duration>,
@@ -335,6 +342,7 @@ impl PartialOptions {
             server_advertise: self.server_advertise.or(lower.server_advertise),
             server_metadata: self.server_metadata.or(lower.server_metadata),
             server_drain_timeout: self.server_drain_timeout.or(lower.server_drain_timeout),
+            server_read_timeout: self.server_read_timeout.or(lower.server_read_timeout),
             server_max_body: self.server_max_body.or(lower.server_max_body),
             register_ttl: self.register_ttl.or(lower.register_ttl),
             register_interval: self.register_interval.or(lower.register_interval),
@@ -367,6 +375,7 @@ impl PartialOptions {
             server_advertise: self.server_advertise.or(d.server_advertise),
             server_metadata: self.server_metadata.unwrap_or(d.server_metadata),
             server_drain_timeout: self.server_drain_timeout.unwrap_or(d.server_drain_timeout),
+            server_read_timeout: self.server_read_timeout.unwrap_or(d.server_read_timeout),
             server_max_body: self.server_max_body.unwrap_or(d.server_max_body),
             register_ttl: self.register_ttl.unwrap_or(d.register_ttl),
             register_interval: self.register_interval.unwrap_or(d.register_interval),
@@ -459,6 +468,7 @@ impl PartialOptions {
             "server_advertise" => self.server_advertise = Some(text()),
             "server_metadata" => self.server_metadata = Some(parse_pairs(raw)?),
             "server_drain_timeout" => self.server_drain_timeout = Some(parse_duration(raw)?),
+            "server_read_timeout" => self.server_read_timeout = Some(parse_duration(raw)?),
             "server_max_body" => self.server_max_body = Some(parse_size(raw)?),
             "register_ttl" => self.register_ttl = Some(parse_duration(raw)?),
             "register_interval" => self.register_interval = Some(parse_duration(raw)?),
@@ -495,6 +505,7 @@ impl PartialOptions {
                     .join(",")
             }),
             "server_drain_timeout" => self.server_drain_timeout.map(format_duration),
+            "server_read_timeout" => self.server_read_timeout.map(format_duration),
             "server_max_body" => self.server_max_body.map(format_size),
             "register_ttl" => self.register_ttl.map(format_duration),
             "register_interval" => self.register_interval.map(format_duration),
@@ -528,6 +539,7 @@ impl From<ServiceOptions> for PartialOptions {
             server_advertise: o.server_advertise,
             server_metadata: Some(o.server_metadata),
             server_drain_timeout: Some(o.server_drain_timeout),
+            server_read_timeout: Some(o.server_read_timeout),
             server_max_body: Some(o.server_max_body),
             register_ttl: Some(o.register_ttl),
             register_interval: Some(o.register_interval),

@@ -1,11 +1,12 @@
 //! Serving one gRPC request: HTTP/2, `application/grpc[+proto|+json]`, framed messages,
 //! status in trailers.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Response};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::method::{RawBody, RawReply, RawRequest};
@@ -37,7 +38,7 @@ pub(crate) async fn handle(
     let raw_body = if route.kind.client_streams() {
         RawBody::Stream(frame::FrameStream::new(body, max).boxed())
     } else {
-        match read_one(body, max).await {
+        match read_one(body, max, shared.read_timeout).await {
             Ok(b) => RawBody::One(b),
             Err(e) => return error_response(format, &e),
         }
@@ -93,20 +94,9 @@ pub(crate) async fn handle(
 }
 
 /// Reads a whole unary request body and takes its one message.
-async fn read_one(body: Incoming, max: usize) -> Result<Bytes, Error> {
-    let limited = http_body_util::Limited::new(body, max + frame::HEADER_LEN);
-    let collected = limited.collect().await.map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            Error::payload_too_large(
-                "micro.server",
-                format!("request is over the limit of {max} bytes"),
-            )
-        } else {
-            Error::bad_request("micro.server", format!("reading request: {e}"))
-        }
-    })?;
-    let data = bytes::BytesMut::from(collected.to_bytes());
-    frame::single_frame(data, max)?
+async fn read_one(body: Incoming, max: usize, read_timeout: Duration) -> Result<Bytes, Error> {
+    let data = super::serve::read_body(body, max + frame::HEADER_LEN, read_timeout).await?;
+    frame::single_frame(bytes::BytesMut::from(data), max)?
         .ok_or_else(|| Error::bad_request("micro.server", "the request has no message"))
 }
 

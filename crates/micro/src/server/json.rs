@@ -11,7 +11,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::method::{RawBody, RawReply, RawRequest};
@@ -38,7 +37,7 @@ pub(crate) async fn handle(
             format!("request body is over the limit of {max} bytes"),
         ));
     }
-    let data = match read_all(body, max).await {
+    let data = match super::serve::read_body(body, max, shared.read_timeout).await {
         Ok(d) => d,
         Err(e) => return error_response(&e),
     };
@@ -92,21 +91,6 @@ pub(crate) async fn handle(
             rsp
         }
         Err(e) => error_response(&e),
-    }
-}
-
-async fn read_all(body: Incoming, max: usize) -> Result<Bytes, Error> {
-    let limited = http_body_util::Limited::new(body, max);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::payload_too_large(
-            "micro.server",
-            format!("request body is over the limit of {max} bytes"),
-        )),
-        Err(e) => Err(Error::bad_request(
-            "micro.server",
-            format!("reading request body: {e}"),
-        )),
     }
 }
 

@@ -35,6 +35,8 @@ use serve::Stats;
 
 /// Default largest request message: 4 MiB.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+/// Default time a client may take to send request headers or a unary body.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a graceful stop waits for in-flight requests.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,6 +45,7 @@ pub struct Server {
     name: Arc<str>,
     version: Arc<str>,
     max_body: usize,
+    read_timeout: Duration,
     drain_timeout: Duration,
     handlers: Vec<HandlerDesc>,
     stats: Arc<Stats>,
@@ -67,6 +70,7 @@ impl Server {
             name: name.into(),
             version: "latest".into(),
             max_body: DEFAULT_MAX_BODY,
+            read_timeout: DEFAULT_READ_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             handlers: Vec::new(),
             stats: Arc::new(Stats::new()),
@@ -90,6 +94,13 @@ impl Server {
     /// get a 413 (`RESOURCE_EXHAUSTED` over gRPC).
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// How long a client may take to send its request headers (HTTP/1.1) or a whole
+    /// unary request body (default 30 s); a slower one gets a 408.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
         self
     }
 
@@ -129,6 +140,7 @@ impl Server {
         let shared = Arc::new(serve::Shared {
             name: self.name.clone(),
             max_body: self.max_body,
+            read_timeout: self.read_timeout,
             router,
             stats: self.stats.clone(),
         });

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     /// The service name: the `id` of errors the transport raises.
     pub(crate) name: Arc<str>,
     pub(crate) max_body: usize,
+    /// Longest a client may take to send request headers or a unary body.
+    pub(crate) read_timeout: Duration,
     pub(crate) router: Router,
     pub(crate) stats: Arc<Stats>,
 }
@@ -209,6 +211,32 @@ const HTTP_TIMEOUT: DeadlineHeader = DeadlineHeader {
     expected: "seconds (30) or a duration such as 500ms, 2s or 1m",
 };
 
+/// Reads a whole request body within the read timeout: a client that trickles its
+/// body cannot hold a request open forever.
+pub(crate) async fn read_body(
+    body: Incoming,
+    max: usize,
+    read_timeout: Duration,
+) -> Result<bytes::Bytes, Error> {
+    use http_body_util::BodyExt;
+    let collect = http_body_util::Limited::new(body, max).collect();
+    match tokio::time::timeout(read_timeout, collect).await {
+        Err(_) => Err(Error::timeout(
+            "micro.server",
+            format!("the request body did not arrive within {read_timeout:?}"),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::payload_too_large(
+            "micro.server",
+            format!("request body is over the limit of {max} bytes"),
+        )),
+        Ok(Err(e)) => Err(Error::bad_request(
+            "micro.server",
+            format!("reading the request body: {e}"),
+        )),
+    }
+}
+
 fn header_deadline(headers: &HeaderMap, header: DeadlineHeader) -> Result<Option<Instant>, Error> {
     let Some(value) = headers.get(header.name) else {
         return Ok(None);
@@ -237,7 +265,7 @@ pub(crate) async fn serve(
         .http1()
         .timer(TokioTimer::new())
         // A client that trickles its headers must not hold a connection forever.
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(shared.read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
