@@ -120,11 +120,31 @@ where
     }
 }
 
-fn boxed<F>(f: F) -> BoxMethodHandler
+/// How a handler's input is made from the raw body.
+type Decode<In> = fn(Format, RawBody) -> BoxFuture<'static, Result<In, Error>>;
+/// How a handler's output becomes the raw reply.
+type Encode<Out> = fn(Format, Out) -> Result<RawReply, Error>;
+
+/// The one adapter behind the four method kinds: decode the request as `decode`
+/// says, call `f`, encode its answer as `encode` says.
+fn adapter<In, Out, F, Fut>(f: F, decode: Decode<In>, encode: Encode<Out>) -> BoxMethodHandler
 where
-    F: Fn(RawRequest) -> BoxFuture<'static, Result<RawReply, Error>> + Send + Sync + 'static,
+    In: Send + 'static,
+    Out: Send + 'static,
+    F: Fn(Request<In>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Out, Error>> + Send + 'static,
 {
-    Arc::new(FnHandler(f))
+    let f = Arc::new(f);
+    Arc::new(FnHandler(move |raw: RawRequest| {
+        let f = f.clone();
+        let RawRequest { ctx, format, body } = raw;
+        async move {
+            let input = decode(format, body).await?;
+            let output = f(Request::from_parts(ctx, input)).await?;
+            encode(format, output)
+        }
+        .boxed()
+    }))
 }
 
 /// The single message of a unary or server-streaming request.
@@ -152,18 +172,27 @@ fn decode_one<Req: Message>(
     }
 }
 
-fn into_stream(body: RawBody) -> RawStream {
-    match body {
+/// The request messages of a client- or bidi-streaming request, decoded lazily.
+fn decode_stream<Req: Message>(
+    format: Format,
+    body: RawBody,
+) -> BoxFuture<'static, Result<Streaming<Req>, Error>> {
+    let raw = match body {
         RawBody::One(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
         RawBody::Stream(s) => s,
-    }
+    };
+    futures_util::future::ready(Ok(Streaming::new(raw, format))).boxed()
 }
 
-fn encode_stream<Rsp: Message>(format: Format, s: ResponseStream<Rsp>) -> RawReply {
-    RawReply::Stream(
+fn encode_one<Rsp: Message>(format: Format, rsp: Rsp) -> Result<RawReply, Error> {
+    Ok(RawReply::One(format.encode(&rsp)?))
+}
+
+fn encode_stream<Rsp: Message>(format: Format, s: ResponseStream<Rsp>) -> Result<RawReply, Error> {
+    Ok(RawReply::Stream(
         s.map(move |item| item.and_then(|msg| format.encode(&msg)))
             .boxed(),
-    )
+    ))
 }
 
 /// Adapts `async fn(Request<Req>) -> Result<Rsp, Error>` into an endpoint.
@@ -174,17 +203,7 @@ where
     F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Rsp, Error>> + Send + 'static,
 {
-    let f = Arc::new(f);
-    boxed(move |raw: RawRequest| {
-        let f = f.clone();
-        let RawRequest { ctx, format, body } = raw;
-        async move {
-            let msg = decode_one::<Req>(format, body).await?;
-            let rsp = f(Request::from_parts(ctx, msg)).await?;
-            Ok(RawReply::One(format.encode(&rsp)?))
-        }
-        .boxed()
-    })
+    adapter(f, decode_one::<Req>, encode_one::<Rsp>)
 }
 
 /// Adapts `async fn(Request<Req>) -> Result<ResponseStream<Rsp>, Error>`.
@@ -195,17 +214,7 @@ where
     F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<ResponseStream<Rsp>, Error>> + Send + 'static,
 {
-    let f = Arc::new(f);
-    boxed(move |raw: RawRequest| {
-        let f = f.clone();
-        let RawRequest { ctx, format, body } = raw;
-        async move {
-            let msg = decode_one::<Req>(format, body).await?;
-            let rsp = f(Request::from_parts(ctx, msg)).await?;
-            Ok(encode_stream(format, rsp))
-        }
-        .boxed()
-    })
+    adapter(f, decode_one::<Req>, encode_stream::<Rsp>)
 }
 
 /// Adapts `async fn(Request<Streaming<Req>>) -> Result<Rsp, Error>`.
@@ -216,17 +225,7 @@ where
     F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Rsp, Error>> + Send + 'static,
 {
-    let f = Arc::new(f);
-    boxed(move |raw: RawRequest| {
-        let f = f.clone();
-        let RawRequest { ctx, format, body } = raw;
-        async move {
-            let requests = Streaming::new(into_stream(body), format);
-            let rsp = f(Request::from_parts(ctx, requests)).await?;
-            Ok(RawReply::One(format.encode(&rsp)?))
-        }
-        .boxed()
-    })
+    adapter(f, decode_stream::<Req>, encode_one::<Rsp>)
 }
 
 /// Adapts `async fn(Request<Streaming<Req>>) -> Result<ResponseStream<Rsp>, Error>`.
@@ -237,15 +236,5 @@ where
     F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<ResponseStream<Rsp>, Error>> + Send + 'static,
 {
-    let f = Arc::new(f);
-    boxed(move |raw: RawRequest| {
-        let f = f.clone();
-        let RawRequest { ctx, format, body } = raw;
-        async move {
-            let requests = Streaming::new(into_stream(body), format);
-            let rsp = f(Request::from_parts(ctx, requests)).await?;
-            Ok(encode_stream(format, rsp))
-        }
-        .boxed()
-    })
+    adapter(f, decode_stream::<Req>, encode_stream::<Rsp>)
 }
