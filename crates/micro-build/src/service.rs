@@ -161,6 +161,7 @@ impl MicroServiceGenerator {
             "/// The server side of `{full_name}`: implement [`{module}::{trait_name}`] and serve it with \
              [`{module}::{server_name}`]."
         );
+        let _ = writeln!(buf, "#[allow(dead_code)]");
         let _ = writeln!(buf, "pub mod {module} {{");
 
         // The trait.
@@ -289,6 +290,8 @@ impl MicroServiceGenerator {
             buf,
             "/// A typed client of `{full_name}`: [`{module}::{client_name}`]."
         );
+        // A program that only serves (or only calls) uses half of what is generated.
+        let _ = writeln!(buf, "#[allow(dead_code)]");
         let _ = writeln!(buf, "pub mod {module} {{");
         for method in &service.methods {
             let kind = Kind::of(method);

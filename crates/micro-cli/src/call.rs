@@ -26,12 +26,13 @@ pub struct CallArgs {
     /// The request as JSON; `{}` when left out, `-` to read it from stdin.
     request: Option<String>,
     /// Call this host:port directly instead of looking the service up.
-    #[arg(long, env = "MICRO_ADDRESS")]
+    #[arg(long, env = "MICRO_ADDRESS", value_parser = parse_host_port)]
     address: Option<String>,
     /// Metadata sent as headers, key=value; repeatable or comma-separated.
     #[arg(long = "metadata", short = 'm', value_name = "KEY=VALUE")]
     metadata: Vec<String>,
-    /// How long the call may take, e.g. 5s, 500ms, or plain seconds [default: 5s].
+    /// How long the call may take, e.g. 5s, 500ms, or plain seconds
+    /// [default: --client_request_timeout, 5s].
     #[arg(long, value_parser = micro::options::parse_duration)]
     timeout: Option<std::time::Duration>,
     /// Output format.
@@ -66,6 +67,12 @@ impl CallArgs {
         let options = ServiceOptions::from_layers(flags, &PartialOptions::default(), &|v| {
             std::env::var(v).ok()
         })?;
+        if let Some(proxy) = &options.proxy {
+            bail!(
+                "MICRO_PROXY/--proxy ({proxy}) is set, but sending calls through a micro proxy is \
+                 not available in this version: unset it, or call the node with --address"
+            );
+        }
         if options.registry != "memory" {
             bail!(
                 "unknown registry {:?}: available registries are: memory",
@@ -76,6 +83,7 @@ impl CallArgs {
             .request_timeout(options.client_request_timeout)
             .retries(options.client_retries)
             .dial_timeout(options.client_dial_timeout)
+            .pool_size(options.client_pool_size)
             .strategy(options.selector.parse()?)
             .build();
         let mut call = CallOptions::default();
@@ -101,6 +109,18 @@ impl CallArgs {
         writeln!(out, "{text}")?;
         out.flush()?;
         Ok(())
+    }
+}
+
+/// Checks that an address is `host:port`.
+fn parse_host_port(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(text.to_string())
+        }
+        _ => Err(format!(
+            "{text:?} is not host:port (for example 127.0.0.1:9090)"
+        )),
     }
 }
 

@@ -17,7 +17,7 @@
 //!     micro::Service::builder()
 //!         .name("greeter")
 //!         // .handler(GreeterServer::new(MyGreeter))
-//!         .parse_args()?
+//!         .parse_args()
 //!         .build()?
 //!         .run()
 //!         .await

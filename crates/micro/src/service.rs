@@ -266,6 +266,15 @@ impl ServiceBuilder {
                 "the service has no name: call .name(..) or pass --server_name",
             ));
         }
+        if let Some(proxy) = &options.proxy {
+            return Err(Error::bad_request(
+                ID,
+                format!(
+                    "MICRO_PROXY/--proxy ({proxy}) is set, but sending calls through a micro proxy \
+                     is not available in this version: unset it"
+                ),
+            ));
+        }
         let registry = match self.registry.take() {
             Some(r) => r,
             None => registry_by_name(&options.registry)?,

@@ -4,7 +4,21 @@
 use greeter::{Greeter, GreeterServer, SERVICE_NAME};
 
 #[tokio::main]
-async fn main() -> Result<(), micro::BoxError> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A micro error's detail is the readable part; anything else as it is.
+            match e.downcast_ref::<micro::Error>() {
+                Some(err) => eprintln!("greeter: {}", err.detail()),
+                None => eprintln!("greeter: {e}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), micro::BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -640,7 +640,15 @@ async fn read_unary(rsp: Response<Incoming>, max: usize) -> Result<Bytes, Error>
         })?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
     status::check_trailers(&trailers)?;
-    let data = BytesMut::from(collected.to_bytes());
-    frame::single_frame(data, max)?
-        .ok_or_else(|| Error::internal_server_error(ID, "the response has no message"))
+    let mut data = BytesMut::from(collected.to_bytes());
+    let message = frame::decode_frame(&mut data, max)?
+        .ok_or_else(|| Error::internal_server_error(ID, "the response has no message"))?;
+    if !data.is_empty() {
+        return Err(Error::bad_request(
+            ID,
+            "the endpoint answered more than one message: it streams, so call it as a stream \
+             (Client::server_stream or stream_json, `micro stream`)",
+        ));
+    }
+    Ok(message)
 }

@@ -98,6 +98,7 @@ impl ContentType {
     /// assert_eq!(ContentType::parse("application/grpc"), Some(ContentType::Grpc(Format::Proto)));
     /// assert_eq!(ContentType::parse("application/grpc+json"), Some(ContentType::Grpc(Format::Json)));
     /// assert_eq!(ContentType::parse("Application/JSON; charset=utf-8"), Some(ContentType::Json));
+    /// assert_eq!(ContentType::parse("application/x-ndjson"), Some(ContentType::Json));
     /// assert_eq!(ContentType::parse("text/plain"), None);
     /// ```
     pub fn parse(value: &str) -> Option<Self> {
@@ -106,7 +107,12 @@ impl ContentType {
         match lower.as_str() {
             "application/grpc" | "application/grpc+proto" => Some(ContentType::Grpc(Format::Proto)),
             "application/grpc+json" => Some(ContentType::Grpc(Format::Json)),
-            "application/json" => Some(ContentType::Json),
+            // NDJSON carries the messages of streaming calls; a form content type is
+            // what `curl -d` sends when no header is given, and its body is read as
+            // JSON too (a real form body is then a clear 400).
+            "application/json" | "application/x-ndjson" | "application/x-www-form-urlencoded" => {
+                Some(ContentType::Json)
+            }
             _ => None,
         }
     }

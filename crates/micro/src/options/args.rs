@@ -181,7 +181,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub client_request_timeout: Option<Duration>,
 
-    /// Connections kept per node [env: MICRO_CLIENT_POOL_SIZE] [default: 100]
+    /// Most connections the client keeps open in all, one per node it calls
+    /// [env: MICRO_CLIENT_POOL_SIZE] [default: 100]
     #[arg(long, value_name = "N")]
     pub client_pool_size: Option<usize>,
 

@@ -95,7 +95,7 @@ pub(crate) async fn handle(
 
 /// Reads a whole unary request body and takes its one message.
 async fn read_one(body: Incoming, max: usize, read_timeout: Duration) -> Result<Bytes, Error> {
-    let data = super::serve::read_body(body, max + frame::HEADER_LEN, read_timeout).await?;
+    let data = super::serve::read_body(body, max, frame::HEADER_LEN, read_timeout).await?;
     frame::single_frame(bytes::BytesMut::from(data), max)?
         .ok_or_else(|| Error::bad_request("micro.server", "the request has no message"))
 }

@@ -37,7 +37,7 @@ pub(crate) async fn handle(
             format!("request body is over the limit of {max} bytes"),
         ));
     }
-    let data = match super::serve::read_body(body, max, shared.read_timeout).await {
+    let data = match super::serve::read_body(body, max, 0, shared.read_timeout).await {
         Ok(d) => d,
         Err(e) => return error_response(&e),
     };

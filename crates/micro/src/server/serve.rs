@@ -115,7 +115,7 @@ impl Shared {
     async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let content_type = match parts.headers.get(header::CONTENT_TYPE) {
-            // A bare `curl -d` or a client that forgets the header means JSON.
+            // A client that sends no content type at all means JSON.
             None => Some(ContentType::Json),
             Some(v) => v.to_str().ok().and_then(ContentType::parse),
         };
@@ -213,13 +213,16 @@ const HTTP_TIMEOUT: DeadlineHeader = DeadlineHeader {
 
 /// Reads a whole request body within the read timeout: a client that trickles its
 /// body cannot hold a request open forever.
+/// `framing` is how many bytes of the body are framing rather than message (the
+/// 5-byte gRPC prefix), allowed on top of the `max` message size.
 pub(crate) async fn read_body(
     body: Incoming,
     max: usize,
+    framing: usize,
     read_timeout: Duration,
 ) -> Result<bytes::Bytes, Error> {
     use http_body_util::BodyExt;
-    let collect = http_body_util::Limited::new(body, max).collect();
+    let collect = http_body_util::Limited::new(body, max + framing).collect();
     match tokio::time::timeout(read_timeout, collect).await {
         Err(_) => Err(Error::timeout(
             "micro.server",
