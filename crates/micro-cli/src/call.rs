@@ -1,21 +1,11 @@
-//! `micro call` and `micro stream`.
+//! `micro call` and `micro stream`: call an endpoint with a JSON request.
 
-use std::io::Write;
-
-use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use anyhow::Context;
+use clap::Args;
 use futures_util::StreamExt;
 use micro::client::CallOptions;
-use micro::options::{ClientArgs, PartialOptions, RegistryArgs, ServiceOptions};
 
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Indented JSON, for people.
-    Pretty,
-    /// One line of compact JSON, for scripts.
-    Json,
-}
+use crate::context::{explain, Common};
 
 #[derive(Debug, Args)]
 pub struct CallArgs {
@@ -35,13 +25,8 @@ pub struct CallArgs {
     /// [default: --client_request_timeout, 5s].
     #[arg(long, value_parser = micro::options::parse_duration)]
     timeout: Option<std::time::Duration>,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value = "pretty")]
-    output: Output,
     #[command(flatten)]
-    registry: RegistryArgs,
-    #[command(flatten)]
-    client: ClientArgs,
+    common: Common,
 }
 
 impl CallArgs {
@@ -61,31 +46,7 @@ impl CallArgs {
         })
     }
 
-    fn options(&self) -> anyhow::Result<(micro::Client, CallOptions)> {
-        let mut flags = self.registry.to_partial();
-        flags = flags.or(self.client.to_partial());
-        let options = ServiceOptions::from_layers(flags, &PartialOptions::default(), &|v| {
-            std::env::var(v).ok()
-        })?;
-        if let Some(proxy) = &options.proxy {
-            bail!(
-                "MICRO_PROXY/--proxy ({proxy}) is set, but sending calls through a micro proxy is \
-                 not available in this version: unset it, or call the node with --address"
-            );
-        }
-        if options.registry != "memory" {
-            bail!(
-                "unknown registry {:?}: available registries are: memory",
-                options.registry
-            );
-        }
-        let client = micro::Client::builder()
-            .request_timeout(options.client_request_timeout)
-            .retries(options.client_retries)
-            .dial_timeout(options.client_dial_timeout)
-            .pool_size(options.client_pool_size)
-            .strategy(options.selector.parse()?)
-            .build();
+    fn call_options(&self) -> anyhow::Result<CallOptions> {
         let mut call = CallOptions::default();
         if let Some(a) = &self.address {
             call = call.address(a.clone());
@@ -97,23 +58,12 @@ impl CallArgs {
             let md = micro::metadata::parse_pairs(pair).map_err(anyhow::Error::msg)?;
             call = call.with_metadata(&md);
         }
-        Ok((client, call))
-    }
-
-    fn print(&self, value: &serde_json::Value) -> anyhow::Result<()> {
-        let text = match self.output {
-            Output::Pretty => serde_json::to_string_pretty(value)?,
-            Output::Json => serde_json::to_string(value)?,
-        };
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{text}")?;
-        out.flush()?;
-        Ok(())
+        Ok(call)
     }
 }
 
 /// Checks that an address is `host:port`.
-fn parse_host_port(text: &str) -> Result<String, String> {
+pub fn parse_host_port(text: &str) -> Result<String, String> {
     match text.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
             Ok(text.to_string())
@@ -124,45 +74,36 @@ fn parse_host_port(text: &str) -> Result<String, String> {
     }
 }
 
-/// Explains a failed call, with what to do next where it is clear.
-fn explain(service: &str, err: micro::Error) -> anyhow::Error {
-    let hint = match err.code() {
-        404 if err.id() == "micro.registry" => format!(
-            "\nhint: is {service} running? Pass --address host:port to call a node directly"
-        ),
-        503 => "\nhint: the node did not answer; check that it is running and the address is right"
-            .to_string(),
-        _ => String::new(),
-    };
-    anyhow::anyhow!(
-        "{} ({} {}){hint}\n{}",
-        err.detail(),
-        err.code(),
-        err.status(),
-        err.to_json()
-    )
-}
-
 pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     let request = args.request()?;
-    let (client, opts) = args.options()?;
+    let client = args.common.client()?;
     let rsp = client
-        .call_json(&args.service, &args.endpoint, &request, &opts)
+        .call_json(
+            &args.service,
+            &args.endpoint,
+            &request,
+            &args.call_options()?,
+        )
         .await
         .map_err(|e| explain(&args.service, e))?;
-    args.print(&rsp)
+    args.common.print_json(&rsp)
 }
 
 pub async fn stream(args: CallArgs) -> anyhow::Result<()> {
     let request = args.request()?;
-    let (client, opts) = args.options()?;
+    let client = args.common.client()?;
     let mut messages = client
-        .stream_json(&args.service, &args.endpoint, &request, &opts)
+        .stream_json(
+            &args.service,
+            &args.endpoint,
+            &request,
+            &args.call_options()?,
+        )
         .await
         .map_err(|e| explain(&args.service, e))?;
     while let Some(item) = messages.next().await {
         let value = item.map_err(|e| explain(&args.service, e))?;
-        args.print(&value)?;
+        args.common.print_json(&value)?;
     }
     Ok(())
 }

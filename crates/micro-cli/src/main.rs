@@ -1,12 +1,19 @@
 //! `micro`: the command line of micro. A thin `main`: parse, run, print errors.
 
 mod call;
+mod context;
+mod debug_cmd;
+mod output;
+mod registry_cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// micro: the simplest way to build microservices.
+///
+/// Every option can also be set by its MICRO_* environment variable or, under a
+/// `micro:` table, in the file MICRO_CONFIG_FILE names.
 #[derive(Debug, Parser)]
 #[command(name = "micro", version, about, propagate_version = true)]
 struct Cli {
@@ -20,6 +27,22 @@ enum Command {
     Call(call::CallArgs),
     /// Call a server-streaming endpoint and print each message as it arrives.
     Stream(call::CallArgs),
+    /// List registered services.
+    #[command(subcommand)]
+    List(registry_cmd::ListWhat),
+    /// Show one registered service: versions, nodes, endpoints and their schemas.
+    #[command(subcommand)]
+    Get(registry_cmd::GetWhat),
+    /// Call Debug.Health on every node of a service; non-zero exit if any is unhealthy.
+    Health(debug_cmd::DebugArgs),
+    /// Call Debug.Stats on every node of a service.
+    Stats(debug_cmd::DebugArgs),
+    /// Register a service record by hand (it expires after --register_ttl).
+    #[command(subcommand)]
+    Register(registry_cmd::ChangeWhat),
+    /// Remove the nodes of a service record from the registry.
+    #[command(subcommand)]
+    Deregister(registry_cmd::ChangeWhat),
 }
 
 #[tokio::main]
@@ -35,6 +58,12 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Call(args) => call::call(args).await,
         Command::Stream(args) => call::stream(args).await,
+        Command::List(what) => registry_cmd::list(what).await,
+        Command::Get(what) => registry_cmd::get(what).await,
+        Command::Health(args) => debug_cmd::health(args).await,
+        Command::Stats(args) => debug_cmd::stats(args).await,
+        Command::Register(what) => registry_cmd::register(what).await,
+        Command::Deregister(what) => registry_cmd::deregister(what).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

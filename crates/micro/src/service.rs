@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::client::Client;
 use crate::options::{OptionsError, PartialOptions, ServiceOptions};
-use crate::registry::{self, MemoryRegistry, Node, RegisterOptions, Registry};
+use crate::registry::{self, Node, RegisterOptions, Registry};
 use crate::selector::Strategy;
 use crate::server::{Handler, HandlerDesc, Server};
 use crate::{BoxError, Error, Metadata};
@@ -277,7 +277,7 @@ impl ServiceBuilder {
         }
         let registry = match self.registry.take() {
             Some(r) => r,
-            None => registry_by_name(&options.registry)?,
+            None => registry::from_name(&options.registry, &options.registry_address)?,
         };
         let strategy: Strategy = options.selector.parse()?;
         let client = Client::builder()
@@ -297,17 +297,6 @@ impl ServiceBuilder {
             client,
             hooks: self.hooks,
         })
-    }
-}
-
-/// The registry a `--registry` name stands for.
-fn registry_by_name(name: &str) -> Result<Arc<dyn Registry>, Error> {
-    match name {
-        "memory" => Ok(Arc::new(MemoryRegistry::new())),
-        other => Err(Error::bad_request(
-            ID,
-            format!("unknown registry {other:?}: available registries are: memory"),
-        )),
     }
 }
 

@@ -4,6 +4,7 @@
 //! in-process one (tests, a single process, or a static list of nodes). Records have
 //! the shape fixed by DESIGN.md: `Service {name, version, metadata, endpoints, nodes}`.
 
+mod by_name;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub use by_name::{from_name, NAMES};
 pub use memory::MemoryRegistry;
 
 use crate::Error;
