@@ -133,7 +133,8 @@ async fn worker(
     let mut started = Instant::now();
     loop {
         if let Some(budget) = &budget {
-            let claim = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            let claim =
+                budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             if claim.is_err() {
                 break;
             }

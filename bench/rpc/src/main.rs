@@ -13,10 +13,13 @@
 //!   After a warm-up of each stack, rounds alternate micro and tonic, the order
 //!   swapped every round, to cancel drift of a shared noisy machine.
 //! - Every answer is checked to be `Hello John`; latencies go into HDR histograms,
-//!   merged over rounds into throughput (calls / wall time), p50 and p99.
+//!   merged over rounds into throughput (calls / wall time), p50 and p99. The
+//!   ratios of each round's back-to-back pair are also shown (median and range), as
+//!   a measure of how much of a gap is noise.
 //!
 //! The targets (micro >= 0.9x tonic's throughput, p99 no worse) are reported as
-//! ratios, never asserted. `--smoke` is a quick correctness run for CI.
+//! ratios, never asserted. `--smoke` is a quick correctness run for CI; `--only`
+//! loads one client -> server pair (crossed pairs too) for a profiler.
 
 mod harness;
 mod micro_side;
@@ -40,10 +43,10 @@ use report::Row;
 #[command(name = "bench-rpc")]
 struct Args {
     /// Seconds each measured round lasts, per system.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.0)]
     duration: f64,
     /// Measured rounds per system and concurrency (order swapped each round).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 6)]
     rounds: u32,
     /// Seconds of warm-up per system before the rounds of each concurrency.
     #[arg(long, default_value_t = 1.0)]
@@ -57,13 +60,29 @@ struct Args {
     /// Also write the markdown table to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Load only this client -> server pair, for a profiler to watch; prints no
+    /// table. The crossed pairs tell whether a gap is in micro's client or server.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+/// Which client calls which server under `--only`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Only {
+    Micro,
+    Tonic,
+    MicroToTonic,
+    TonicToMicro,
 }
 
 const SMOKE_CALLS: u64 = 200;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ensure!(args.concurrency.iter().all(|&c| c > 0), "concurrency must be positive");
+    ensure!(
+        args.concurrency.iter().all(|&c| c > 0),
+        "concurrency must be positive"
+    );
     ensure!(args.rounds > 0, "rounds must be positive");
     let server_rt = runtime("bench-server")?;
     let client_rt = runtime("bench-client")?;
@@ -79,6 +98,18 @@ fn main() -> anyhow::Result<()> {
             check_rejects_empty_name(&micro).await?;
             check_rejects_empty_name(&tonic).await?;
         }
+        if let Some(only) = args.only {
+            let caller = match only {
+                Only::Micro => micro.clone(),
+                Only::Tonic => tonic.clone(),
+                Only::MicroToTonic => Caller::Micro(micro_side::connect(&tonic_addr)),
+                Only::TonicToMicro => Caller::Tonic(tonic_side::connect(&micro_addr).await?),
+            };
+            for &concurrency in &args.concurrency {
+                profile(&args, only, &caller, concurrency).await?;
+            }
+            return anyhow::Ok(Vec::new());
+        }
         let mut rows = Vec::new();
         for &concurrency in &args.concurrency {
             rows.push(measure(&args, concurrency, &micro, &tonic).await?);
@@ -88,7 +119,9 @@ fn main() -> anyhow::Result<()> {
 
     let _ = stop.send(true);
     for server in [micro_server, tonic_server] {
-        match server_rt.block_on(tokio::time::timeout(Duration::from_secs(5), server)) {
+        match server_rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), server).await })
+        {
             Ok(joined) => joined??,
             Err(_) => eprintln!("warning: a server did not stop within 5 s"),
         }
@@ -97,6 +130,9 @@ fn main() -> anyhow::Result<()> {
     server_rt.shutdown_timeout(Duration::from_secs(1));
 
     let rows = result?;
+    if args.only.is_some() {
+        return Ok(());
+    }
     let table = report::markdown(&rows, &settings(&args));
     print!("{table}");
     if let Some(path) = &args.markdown {
@@ -143,7 +179,12 @@ async fn check_rejects_empty_name(caller: &Caller) -> anyhow::Result<()> {
 }
 
 /// Warms up both stacks at `concurrency`, then alternates measured rounds.
-async fn measure(args: &Args, concurrency: usize, micro: &Caller, tonic: &Caller) -> anyhow::Result<Row> {
+async fn measure(
+    args: &Args,
+    concurrency: usize,
+    micro: &Caller,
+    tonic: &Caller,
+) -> anyhow::Result<Row> {
     let (warmup, round, rounds) = if args.smoke {
         (Limit::Calls(20), Limit::Calls(SMOKE_CALLS), 1)
     } else {
@@ -157,16 +198,18 @@ async fn measure(args: &Args, concurrency: usize, micro: &Caller, tonic: &Caller
         harness::run(caller, concurrency, warmup).await?;
     }
     let (mut micro_total, mut tonic_total) = (Sample::new()?, Sample::new()?);
+    let mut paired = Vec::new();
     for index in 0..rounds {
         let order = if index % 2 == 0 {
             [System::Micro, System::Tonic]
         } else {
             [System::Tonic, System::Micro]
         };
+        let (mut micro_round, mut tonic_round) = (None, None);
         for system in order {
-            let (caller, total) = match system {
-                System::Micro => (micro, &mut micro_total),
-                System::Tonic => (tonic, &mut tonic_total),
+            let (caller, total, this_round) = match system {
+                System::Micro => (micro, &mut micro_total, &mut micro_round),
+                System::Tonic => (tonic, &mut tonic_total, &mut tonic_round),
             };
             let sample = harness::run(caller, concurrency, round)
                 .await
@@ -179,13 +222,43 @@ async fn measure(args: &Args, concurrency: usize, micro: &Caller, tonic: &Caller
                 sample.quantile_us(0.99),
             );
             total.merge(&sample)?;
+            *this_round = Some(sample);
+        }
+        if let (Some(m), Some(t)) = (micro_round, tonic_round) {
+            paired.push(report::Ratios::of(&m, &t));
         }
     }
     Ok(Row {
         concurrency,
         micro: micro_total,
         tonic: tonic_total,
+        paired,
     })
+}
+
+/// Loads one stack alone for `rounds x duration`, for a profiler to watch.
+async fn profile(
+    args: &Args,
+    only: Only,
+    caller: &Caller,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let seconds = args.duration * f64::from(args.rounds);
+    let sample = harness::run(
+        caller,
+        concurrency,
+        Limit::For(Duration::from_secs_f64(seconds)),
+    )
+    .await?;
+    eprint!(
+        "in flight {concurrency:>3}  {only:?} alone: {:>9.0} req/s ",
+        sample.throughput()
+    );
+    for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+        eprint!(" p{} {:.1} us", q * 100.0, sample.quantile_us(q));
+    }
+    eprintln!();
+    Ok(())
 }
 
 fn settings(args: &Args) -> String {

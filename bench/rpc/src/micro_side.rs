@@ -11,7 +11,10 @@ use tokio::net::TcpListener;
 pub type Client = GreeterClient;
 
 /// Serves `greeter::Greeter` on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     micro::server::Server::new(greeter::SERVICE_NAME)
         .handler(GreeterServer::new(Greeter::default()))
         .serve(listener, shutdown)
@@ -22,7 +25,8 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) ->
 /// A micro client calling `address` (`host:port`) directly, with no registry lookup.
 pub fn connect(address: &str) -> Client {
     let options = micro::client::CallOptions::default().address(address);
-    GreeterClient::new(greeter::SERVICE_NAME, micro::Client::builder().build()).with_options(options)
+    GreeterClient::new(greeter::SERVICE_NAME, micro::Client::builder().build())
+        .with_options(options)
 }
 
 /// Calls `Greeter.Hello` once and returns the greeting.

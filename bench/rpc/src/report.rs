@@ -1,8 +1,13 @@
-//! The markdown table of results.
+//! The markdown tables of results.
 
 use std::fmt::Write as _;
 
 use crate::harness::Sample;
+
+/// Throughput ratio micro/tonic that meets the target.
+const MIN_THROUGHPUT_RATIO: f64 = 0.9;
+/// p99 ratio micro/tonic that meets the target.
+const MAX_P99_RATIO: f64 = 1.0;
 
 /// Both stacks' aggregate at one concurrency.
 #[derive(Debug)]
@@ -10,49 +15,93 @@ pub struct Row {
     pub concurrency: usize,
     pub micro: Sample,
     pub tonic: Sample,
+    /// The ratios of each round's back-to-back micro and tonic runs.
+    pub paired: Vec<Ratios>,
 }
 
-/// Throughput ratio micro/tonic that meets the target.
-const MIN_THROUGHPUT_RATIO: f64 = 0.9;
-/// p99 ratio micro/tonic that meets the target.
-const MAX_P99_RATIO: f64 = 1.0;
+/// micro / tonic ratios of throughput and p99 latency.
+#[derive(Debug, Clone, Copy)]
+pub struct Ratios {
+    pub throughput: f64,
+    pub p99: f64,
+}
 
-/// A markdown table: one line per concurrency, then the targets.
+impl Ratios {
+    /// The ratios of `micro` to `tonic`.
+    pub fn of(micro: &Sample, tonic: &Sample) -> Self {
+        Ratios {
+            throughput: micro.throughput() / tonic.throughput(),
+            p99: micro.quantile_us(0.99) / tonic.quantile_us(0.99),
+        }
+    }
+}
+
+/// The main table (one line per concurrency, aggregate of all rounds), the spread of
+/// the per-round ratios, then the targets.
 pub fn markdown(rows: &[Row], settings: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Unary `Greeter.Hello` over loopback; {settings}.\n");
     out.push_str(
         "| in flight | micro req/s | tonic req/s | throughput ratio | micro p50 µs | tonic p50 µs \
-         | micro p99 µs | tonic p99 µs | p99 ratio | calls micro / tonic |\n",
+         | micro p99 µs | tonic p99 µs | p99 ratio |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in rows {
-        let throughput_ratio = row.micro.throughput() / row.tonic.throughput();
-        let p99_ratio = row.micro.quantile_us(0.99) / row.tonic.quantile_us(0.99);
+        let ratios = Ratios::of(&row.micro, &row.tonic);
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.2}x {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x {} | {} / {} |",
+            "| {} | {:.0} | {:.0} | {:.2}x {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x {} |",
             row.concurrency,
             row.micro.throughput(),
             row.tonic.throughput(),
-            throughput_ratio,
-            mark(throughput_ratio >= MIN_THROUGHPUT_RATIO),
+            ratios.throughput,
+            mark(ratios.throughput >= MIN_THROUGHPUT_RATIO),
             row.micro.quantile_us(0.50),
             row.tonic.quantile_us(0.50),
             row.micro.quantile_us(0.99),
             row.tonic.quantile_us(0.99),
-            p99_ratio,
-            mark(p99_ratio <= MAX_P99_RATIO),
-            row.micro.calls(),
-            row.tonic.calls(),
+            ratios.p99,
+            mark(ratios.p99 <= MAX_P99_RATIO),
         );
+    }
+    if rows.iter().any(|row| row.paired.len() > 1) {
+        out.push_str(
+            "\nPer-round ratios (each round's micro and tonic runs are back to back): \
+             median [min, max]\n\n\
+             | in flight | throughput ratio | p99 ratio |\n|---:|---:|---:|\n",
+        );
+        for row in rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                row.concurrency,
+                spread(row.paired.iter().map(|r| r.throughput)),
+                spread(row.paired.iter().map(|r| r.p99)),
+            );
+        }
     }
     let _ = writeln!(
         out,
-        "\nTargets: throughput ratio >= {MIN_THROUGHPUT_RATIO:.1}x, p99 ratio <= {MAX_P99_RATIO:.1}x \
-         (micro / tonic; ✓ met, ✗ missed)."
+        "\nTargets: throughput ratio >= {MIN_THROUGHPUT_RATIO:.1}x, p99 ratio <= \
+         {MAX_P99_RATIO:.1}x (micro / tonic; ✓ met, ✗ missed)."
     );
     out
+}
+
+/// `median [min, max]` of `values`.
+fn spread(values: impl Iterator<Item = f64>) -> String {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return "-".into();
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    format!("{median:.2}x [{:.2}, {:.2}]", values[0], values[n - 1])
 }
 
 fn mark(met: bool) -> &'static str {

@@ -38,7 +38,10 @@ impl TonicGreeter {
 
 #[tonic::async_trait]
 impl Greeter for TonicGreeter {
-    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+    async fn hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloResponse>, Status> {
         let message = self.greet(&request.get_ref().name)?;
         Ok(Response::new(HelloResponse { message }))
     }
@@ -54,7 +57,10 @@ impl Greeter for TonicGreeter {
 }
 
 /// Serves the tonic greeter on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let greeter = TonicGreeter {
         greeting: "Hello".into(),
     };

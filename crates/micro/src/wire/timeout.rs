@@ -24,27 +24,32 @@ pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Formats a `grpc-timeout` value with the finest unit that fits in 8 digits.
+/// Formats a `grpc-timeout` value, rounded down so the callee never sees a later
+/// deadline than the caller's. From one second up it is whole milliseconds: a value
+/// that repeats across calls lets HTTP/2 header compression reuse it.
 pub(crate) fn format_grpc_timeout(d: Duration) -> String {
     const MAX: u128 = 99_999_999;
-    let nanos = d.as_nanos();
-    for (unit, per) in [
-        ("n", 1u128),
+    const UNITS: [(&str, u128); 6] = [
+        ("n", 1),
         ("u", 1_000),
         ("m", 1_000_000),
         ("S", 1_000_000_000),
-    ] {
-        // Round up so the callee never sees a later deadline than the caller's.
-        let value = nanos.div_ceil(per);
+        ("M", 60_000_000_000),
+        ("H", 3_600_000_000_000),
+    ];
+    let nanos = d.as_nanos();
+    let finest = match nanos {
+        n if n >= 1_000_000_000 => 2,
+        n if n >= 1_000_000 => 1,
+        _ => 0,
+    };
+    for (unit, per) in &UNITS[finest..] {
+        let value = nanos / per;
         if value <= MAX {
             return format!("{value}{unit}");
         }
     }
-    let minutes = nanos.div_ceil(60_000_000_000);
-    if minutes <= MAX {
-        return format!("{minutes}M");
-    }
-    format!("{}H", nanos.div_ceil(3_600_000_000_000).min(MAX))
+    format!("{MAX}H")
 }
 
 /// Parses micro's HTTP `Timeout` header: a duration as in DESIGN.md (`30` seconds,
@@ -62,12 +67,18 @@ mod tests {
         for d in [
             Duration::from_nanos(1),
             Duration::from_millis(1500),
+            Duration::from_micros(4_999_873),
+            Duration::from_micros(1500),
             Duration::from_secs(5),
             Duration::from_secs(86_400 * 365),
         ] {
             let text = format_grpc_timeout(d);
             let back = parse_grpc_timeout(&text).unwrap();
-            assert!(back >= d, "{d:?} -> {text} -> {back:?}");
+            assert!(back <= d, "{d:?} -> {text} -> {back:?}: never later");
+            assert!(
+                d - back < d / 1000 + Duration::from_micros(1),
+                "{d:?} -> {back:?}: close"
+            );
             assert!(text.len() <= 9);
         }
         assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
@@ -84,5 +95,20 @@ mod tests {
         ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn whole_milliseconds_from_a_second_up() {
+        assert_eq!(
+            format_grpc_timeout(Duration::from_micros(4_999_873)),
+            "4999m"
+        );
+        assert_eq!(format_grpc_timeout(Duration::from_micros(1500)), "1500u");
+        assert_eq!(format_grpc_timeout(Duration::from_nanos(999)), "999n");
     }
 }
