@@ -9,6 +9,18 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# System tools the tests use: curl (docs tests), ip/unshare (mDNS tests run in
+# network namespaces they create). Installed only when missing.
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "Installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
 step "Python packages for the interop tests (.venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -19,6 +31,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   step "Installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# Nothing the tests start may multicast on the machine's real interfaces: mDNS is
+# off unless a test turns it on inside a network namespace it created.
+export MICRO_MDNS_INTERFACES=none
 
 step "Formatting and lints"
 cargo fmt --all --check
@@ -32,9 +48,18 @@ cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc
 
 step "Interop tests (stock gRPC and HTTP clients against real binaries)"
-.venv/bin/python -m pytest -q tests/interop
+# In a private network namespace with only loopback where the machine allows it:
+# whatever the tests start can reach nothing but this machine's loopback.
+if unshare --net true 2>/dev/null; then
+  unshare --net sh -c 'ip link set lo up && exec .venv/bin/python -m pytest -q tests/interop'
+else
+  .venv/bin/python -m pytest -q tests/interop
+fi
 
 step "Benchmark smoke run (correctness of the bench harness, not a measurement)"
 cargo run --quiet -p bench-rpc -- --smoke
+if [ -f bench/registry/Cargo.toml ]; then
+  cargo run --quiet -p bench-registry -- --smoke
+fi
 
 step "All tests passed"

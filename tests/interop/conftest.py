@@ -52,6 +52,14 @@ class Greeter:
         return self.proc.returncode
 
 
+@pytest.fixture(autouse=True)
+def isolated_discovery(tmp_path, monkeypatch):
+    """Every process a test starts uses a private local registry and never sends
+    mDNS: nothing leaves the machine, and tests do not see each other's nodes."""
+    monkeypatch.setenv("MICRO_MDNS_INTERFACES", "none")
+    monkeypatch.setenv("MICRO_REGISTRY_ADDRESS", str(tmp_path / "registry"))
+
+
 @pytest.fixture
 def greeter():
     binary = TARGET / "greeter"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use micro::options::{ClientArgs, PartialOptions, RegistryArgs, ServiceOptions};
-use micro::registry::Registry;
+use micro::registry::{Ownership, Registry};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,19 +46,25 @@ impl Common {
         Ok(options)
     }
 
-    /// The registry the options name.
+    /// The registry the options name. Records registered through it by hand live
+    /// until their TTL, not just as long as this short-lived command.
     pub fn registry(&self) -> anyhow::Result<Arc<dyn Registry>> {
         let options = self.options()?;
         Ok(micro::registry::from_name(
             &options.registry,
             &options.registry_address,
+            Ownership::Detached,
         )?)
     }
 
     /// A client over that registry.
     pub fn client(&self) -> anyhow::Result<micro::Client> {
         let options = self.options()?;
-        let registry = micro::registry::from_name(&options.registry, &options.registry_address)?;
+        let registry = micro::registry::from_name(
+            &options.registry,
+            &options.registry_address,
+            Ownership::Detached,
+        )?;
         Ok(micro::Client::builder()
             .registry(registry)
             .request_timeout(options.client_request_timeout)

@@ -277,7 +277,11 @@ impl ServiceBuilder {
         }
         let registry = match self.registry.take() {
             Some(r) => r,
-            None => registry::from_name(&options.registry, &options.registry_address)?,
+            None => registry::from_name(
+                &options.registry,
+                &options.registry_address,
+                registry::Ownership::Process,
+            )?,
         };
         let strategy: Strategy = options.selector.parse()?;
         let client = Client::builder()

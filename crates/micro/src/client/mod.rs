@@ -4,7 +4,11 @@
 //! Every call resolves its service through the [`Selector`] (or goes to a pinned
 //! address), sends gRPC over a pooled HTTP/2 connection, and retries on another
 //! node only when that is safe: the node could not be reached, it answered 408 or
-//! 503, or it answered 500 and the caller marked the call idempotent.
+//! 503, or it answered 500 and the caller marked the call idempotent. After each
+//! attempt the client tells the selector how the node did ([`Selector::mark`]), so a
+//! node that could not be reached is skipped for a while. A call only goes to nodes
+//! of service versions that list its endpoint (versions listing no endpoint pass),
+//! and [`CallOptions::version`] / [`CallOptions::node_metadata`] narrow it further.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), micro::Error> {
@@ -43,7 +47,7 @@ pub use options::CallOptions;
 
 use crate::codec::{Format, Message};
 use crate::registry::{MemoryRegistry, Registry};
-use crate::selector::{RegistrySelector, Selector, Strategy};
+use crate::selector::{CacheSelector, Outcome, SelectOptions, Selected, Selector, Strategy};
 use crate::server::method::MethodKind;
 use crate::streaming::{until_deadline, RawStream};
 use crate::wire::{frame, status, timeout, Body};
@@ -145,11 +149,29 @@ impl ClientBuilder {
         self
     }
     /// A custom selector; overrides `registry` and `strategy`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use micro::registry::MemoryRegistry;
+    /// use micro::selector::{CacheSelector, Strategy};
+    ///
+    /// let selector = CacheSelector::new(Arc::new(MemoryRegistry::new()), Strategy::RoundRobin);
+    /// let client = micro::Client::builder().selector(Arc::new(selector)).build();
+    /// # let _ = client;
+    /// ```
     pub fn selector(mut self, selector: Arc<dyn Selector>) -> Self {
         self.selector = Some(selector);
         self
     }
-    /// How calls spread over nodes (default random).
+    /// How calls spread over nodes (default random; `MICRO_SELECTOR` names one:
+    /// `random`, `roundrobin`, `leastconn`).
+    ///
+    /// ```
+    /// use micro::selector::Strategy;
+    ///
+    /// let client = micro::Client::builder().strategy(Strategy::LeastOutstanding).build();
+    /// # let _ = client;
+    /// ```
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
         self
@@ -185,7 +207,7 @@ impl ClientBuilder {
             let registry = self
                 .registry
                 .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
-            Arc::new(RegistrySelector::new(registry, self.strategy))
+            Arc::new(CacheSelector::new(registry, self.strategy))
         });
         Client {
             inner: Arc::new(Inner {
@@ -403,18 +425,38 @@ impl Client {
         }
     }
 
+    /// The address of one attempt: the pinned one, or a node the selector picks
+    /// (kept in `picked` for [`Client::mark`], and noted in `tried`).
     async fn resolve(
         &self,
         target: &Target<'_>,
         opts: &CallOptions,
         tried: &mut Vec<String>,
+        picked: &mut Option<Selected>,
     ) -> Result<String, Error> {
         if let Some(address) = &opts.address {
             return Ok(address.clone());
         }
-        let node = self.inner.selector.select(target.service, tried).await?;
-        tried.push(node.id);
-        Ok(node.address)
+        let mut select = SelectOptions::new()
+            .tried(tried)
+            .node_metadata(&opts.node_metadata)
+            .endpoint(target.endpoint);
+        if let Some(version) = &opts.version {
+            select = select.version(version);
+        }
+        let selected = self.inner.selector.select(target.service, select).await?;
+        let address = selected.node().address.clone();
+        tried.push(selected.node().id.clone());
+        *picked = Some(selected);
+        Ok(address)
+    }
+
+    /// Tells the selector how an attempt on the node it picked went, and ends the
+    /// attempt's in-flight count.
+    fn mark<T>(&self, target: &Target<'_>, picked: Option<Selected>, result: &Result<T, Error>) {
+        if let (Some(selected), Some(outcome)) = (picked, Outcome::of(result)) {
+            self.inner.selector.mark(target.service, &selected, outcome);
+        }
     }
 
     fn request(
@@ -479,8 +521,9 @@ impl Client {
             if attempt > 0 {
                 backoff(attempt, deadline).await;
             }
+            let mut picked = None;
             let once = async {
-                let address = self.resolve(&target, opts, &mut tried).await?;
+                let address = self.resolve(&target, opts, &mut tried, &mut picked).await?;
                 let req = self.request(
                     &address,
                     &target,
@@ -491,10 +534,13 @@ impl Client {
                 let rsp = self.send(&address, req).await?;
                 read_unary(rsp, self.inner.max_body).await
             };
-            let err = match tokio::time::timeout_at(deadline, once).await {
-                Ok(Ok(bytes)) => return Ok(bytes),
-                Ok(Err(e)) => e,
-                Err(_) => return Err(deadline_passed(&target)),
+            let result = tokio::time::timeout_at(deadline, once)
+                .await
+                .unwrap_or_else(|_| Err(deadline_passed(&target)));
+            self.mark(&target, picked, &result);
+            let err = match result {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
             };
             if attempt + 1 == attempts
                 || !err.is_retryable(opts.idempotent)
@@ -534,15 +580,23 @@ impl Client {
                 (None, Some(b)) => b,
                 (None, None) => Body::Empty,
             };
+            let mut picked = None;
             let once = async {
-                let address = self.resolve(&target, opts, &mut tried).await?;
+                let address = self.resolve(&target, opts, &mut tried, &mut picked).await?;
                 let req = self.request(&address, &target, body, deadline, opts)?;
                 let rsp = self.send(&address, req).await?;
                 check_head(&rsp)?;
                 Ok::<_, Error>(rsp)
             };
-            let err = match tokio::time::timeout_at(deadline, once).await {
-                Ok(Ok(rsp)) => {
+            let result = match tokio::time::timeout_at(deadline, once).await {
+                Ok(result) => result,
+                Err(_) => return Err(deadline_passed(&target)),
+            };
+            // The node answered the head (or failed): its attempt is over as far as
+            // selection goes.
+            self.mark(&target, picked, &result);
+            let err = match result {
+                Ok(rsp) => {
                     let frames = frame::FrameStream::new(rsp.into_body(), self.inner.max_body)
                         .with_trailers(status::check_trailers);
                     return Ok(until_deadline(
@@ -551,8 +605,7 @@ impl Client {
                         deadline_passed(&target),
                     ));
                 }
-                Ok(Err(e)) => e,
-                Err(_) => return Err(deadline_passed(&target)),
+                Err(e) => e,
             };
             if attempt >= attempts || !err.is_retryable(opts.idempotent) {
                 return Err(err);
@@ -651,4 +704,114 @@ async fn read_unary(rsp: Response<Incoming>, max: usize) -> Result<Bytes, Error>
         ));
     }
     Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::future::{BoxFuture, FutureExt};
+
+    use super::*;
+    use crate::registry::{Endpoint, Node, Service};
+
+    async fn dead_address() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn call_options_and_the_endpoint_filter_choose_nodes() {
+        let registry = Arc::new(MemoryRegistry::new());
+        let service = Service {
+            name: "s".into(),
+            version: "v1".into(),
+            endpoints: vec![Endpoint {
+                name: "S.Call".into(),
+                ..Default::default()
+            }],
+            nodes: vec![Node {
+                id: "n".into(),
+                address: dead_address().await,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        registry
+            .register(&service, Default::default())
+            .await
+            .unwrap();
+        let client = Client::new(registry);
+        let call = |endpoint: &'static str, opts: CallOptions| {
+            let client = client.clone();
+            async move {
+                client
+                    .call_json("s", endpoint, &serde_json::json!({}), &opts.retries(0))
+                    .await
+                    .unwrap_err()
+            }
+        };
+        let e = call("S.Call", CallOptions::default().version("v2")).await;
+        assert_eq!(e.code(), 404);
+        assert!(e.detail().starts_with("version filter"), "{e}");
+        let e = call("S.Other", CallOptions::default()).await;
+        assert_eq!(e.code(), 404);
+        assert!(e.detail().starts_with("endpoint filter"), "{e}");
+        let e = call("S.Call", CallOptions::default().node_metadata("zone", "eu")).await;
+        assert_eq!(e.code(), 404);
+        assert!(e.detail().starts_with("node metadata filter"), "{e}");
+        // Filters that match reach the (dead) node; so do built-in endpoints.
+        let e = call("S.Call", CallOptions::default().version("v1")).await;
+        assert_eq!(e.code(), 503, "{e}");
+        let e = call("Debug.Health", CallOptions::default()).await;
+        assert_eq!(e.code(), 503, "{e}");
+    }
+
+    /// Picks the one node it was given and records what it is told.
+    #[derive(Debug)]
+    struct Recording {
+        node: Arc<Node>,
+        marks: Mutex<Vec<Outcome>>,
+    }
+
+    impl Selector for Recording {
+        fn select<'a>(
+            &'a self,
+            _service: &'a str,
+            _opts: SelectOptions<'a>,
+        ) -> BoxFuture<'a, Result<Selected, Error>> {
+            futures_util::future::ready(Ok(Selected::new(self.node.clone()))).boxed()
+        }
+
+        fn mark(&self, _service: &str, _selected: &Selected, outcome: Outcome) {
+            self.marks.lock().unwrap().push(outcome);
+        }
+    }
+
+    #[tokio::test]
+    async fn every_attempt_is_marked() {
+        let selector = Arc::new(Recording {
+            node: Arc::new(Node {
+                id: "dead".into(),
+                address: dead_address().await,
+                ..Default::default()
+            }),
+            marks: Mutex::default(),
+        });
+        let client = Client::builder().selector(selector.clone()).build();
+        let opts = CallOptions::default().retries(2);
+        let e = client
+            .call_json("s", "S.Call", &serde_json::json!({}), &opts)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), 503);
+        assert_eq!(*selector.marks.lock().unwrap(), [Outcome::Failure; 3]);
+        // A pinned address bypasses the selector.
+        let pinned = opts.address(selector.node.address.clone());
+        client
+            .call_json("s", "S.Call", &serde_json::json!({}), &pinned)
+            .await
+            .unwrap_err();
+        assert_eq!(selector.marks.lock().unwrap().len(), 3);
+    }
 }

@@ -17,6 +17,10 @@ use crate::Metadata;
 ///     .address("127.0.0.1:9090")
 ///     .idempotent(true);
 /// assert_eq!(opts.get_address(), Some("127.0.0.1:9090"));
+///
+/// // Only nodes of version v2 in zone eu.
+/// let opts = CallOptions::default().version("v2").node_metadata("zone", "eu");
+/// assert_eq!(opts.get_version(), Some("v2"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallOptions {
@@ -25,6 +29,8 @@ pub struct CallOptions {
     pub(crate) address: Option<String>,
     pub(crate) metadata: Metadata,
     pub(crate) idempotent: bool,
+    pub(crate) version: Option<String>,
+    pub(crate) node_metadata: Vec<(String, String)>,
 }
 
 impl CallOptions {
@@ -63,6 +69,48 @@ impl CallOptions {
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = idempotent;
         self
+    }
+
+    /// Calls only nodes of this service version (default: any version).
+    ///
+    /// ```
+    /// use micro::client::CallOptions;
+    ///
+    /// let opts = CallOptions::default().version("v2");
+    /// assert_eq!(opts.get_version(), Some("v2"));
+    /// ```
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Calls only nodes whose registry metadata has `key` = `value`; each call of
+    /// this adds one more condition.
+    ///
+    /// ```
+    /// use micro::client::CallOptions;
+    ///
+    /// let opts = CallOptions::default().node_metadata("zone", "eu").node_metadata("gpu", "yes");
+    /// assert_eq!(opts.get_node_metadata().len(), 2);
+    /// ```
+    pub fn node_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        let value = value.into();
+        match self.node_metadata.iter_mut().find(|(k, _)| *k == key) {
+            Some(pair) => pair.1 = value,
+            None => self.node_metadata.push((key, value)),
+        }
+        self
+    }
+
+    /// The version filter, if any.
+    pub fn get_version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// The node metadata filter.
+    pub fn get_node_metadata(&self) -> &[(String, String)] {
+        &self.node_metadata
     }
 
     /// The pinned address, if any.

@@ -130,11 +130,14 @@ pub struct ServerArgs {
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 #[command(rename_all = "snake_case", next_help_heading = "Registry")]
 pub struct RegistryArgs {
-    /// Registry to use [env: MICRO_REGISTRY] [default: memory]
+    /// Registry to use: mdns (this machine's local registry plus mDNS on the LAN),
+    /// local (this machine only) or memory (this process only)
+    /// [env: MICRO_REGISTRY] [default: mdns]
     #[arg(long, value_name = "NAME")]
     pub registry: Option<String>,
 
-    /// Addresses of the registry, comma-separated [env: MICRO_REGISTRY_ADDRESS]
+    /// Addresses of the registry, comma-separated; for local and mdns, the directory
+    /// the processes of this machine share [env: MICRO_REGISTRY_ADDRESS]
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     pub registry_address: Vec<String>,
 
@@ -169,7 +172,8 @@ pub struct BrokerArgs {
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 #[command(rename_all = "snake_case", next_help_heading = "Client")]
 pub struct ClientArgs {
-    /// How to pick a node of a service [env: MICRO_SELECTOR] [default: random]
+    /// How to pick a node of a service: random, roundrobin or leastconn
+    /// [env: MICRO_SELECTOR] [default: random]
     #[arg(long, value_name = "NAME")]
     pub selector: Option<String>,
 

@@ -146,7 +146,8 @@ pub struct ServiceOptions {
     pub register_ttl: Duration,
     /// `--register_interval` / `MICRO_REGISTER_INTERVAL`, default 30s.
     pub register_interval: Duration,
-    /// `--registry` / `MICRO_REGISTRY`: name of the registry, default `memory`.
+    /// `--registry` / `MICRO_REGISTRY`: name of the registry, default `mdns` (the
+    /// local registry of this machine merged with mDNS; see `registry::NAMES`).
     pub registry: String,
     /// `--registry_address` / `MICRO_REGISTRY_ADDRESS` (comma-separated).
     pub registry_address: Vec<String>,
@@ -189,7 +190,7 @@ impl Default for ServiceOptions {
             server_max_body: 4 << 20,
             register_ttl: Duration::from_secs(90),
             register_interval: Duration::from_secs(30),
-            registry: "memory".into(),
+            registry: crate::registry::DEFAULT.into(),
             registry_address: Vec::new(),
             broker: None,
             broker_address: Vec::new(),

@@ -63,7 +63,7 @@ fn options_defaults_are_built_in() {
     assert_eq!(opts.server_max_body, 4_194_304);
     assert_eq!(opts.register_ttl, secs(90));
     assert_eq!(opts.register_interval, secs(30));
-    assert_eq!(opts.registry, "memory");
+    assert_eq!(opts.registry, crate::registry::DEFAULT);
     assert_eq!(opts.selector, "random");
     assert_eq!(opts.client_retries, 1);
     assert_eq!(opts.client_request_timeout, secs(5));

@@ -5,6 +5,12 @@
 //! the shape fixed by DESIGN.md: `Service {name, version, metadata, endpoints, nodes}`.
 
 mod by_name;
+#[doc(hidden)]
+pub mod conformance;
+mod default;
+mod local;
+#[cfg(feature = "mdns")]
+mod mdns;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -15,7 +21,11 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-pub use by_name::{from_name, NAMES};
+pub use by_name::{from_name, Ownership, DEFAULT, NAMES};
+pub use default::DefaultRegistry;
+pub use local::LocalRegistry;
+#[cfg(feature = "mdns")]
+pub use mdns::{MdnsBuilder, MdnsRegistry};
 pub use memory::MemoryRegistry;
 
 use crate::Error;
