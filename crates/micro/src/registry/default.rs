@@ -8,7 +8,7 @@ use futures_util::future::{self, BoxFuture, FutureExt};
 use futures_util::stream::{self, StreamExt};
 
 use super::{
-    service_not_found, Event, EventKind, Node, RegisterOptions, Registry, Service, Watcher,
+    found_or_not_found, Event, EventKind, Node, RegisterOptions, Registry, Service, Watcher,
 };
 use crate::Error;
 
@@ -295,15 +295,7 @@ impl Registry for DefaultRegistry {
     }
 
     fn get_service<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Service>, Error>> {
-        async move {
-            let services = self.read(|r| r.get_service(name)).await?;
-            if services.is_empty() {
-                Err(service_not_found(name))
-            } else {
-                Ok(services)
-            }
-        }
-        .boxed()
+        async move { found_or_not_found(name, self.read(|r| r.get_service(name)).await?) }.boxed()
     }
 
     fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, Error>> {

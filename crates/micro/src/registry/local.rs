@@ -66,13 +66,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
-use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 use super::{
-    service_not_found, Event, EventKind, Node, RegisterOptions, Registry, Service, Watcher,
+    broadcast_watcher, found_or_not_found, service_not_found, Event, EventKind, Node,
+    RegisterOptions, Registry, Service, Watcher,
 };
 use crate::Error;
 
@@ -323,12 +322,7 @@ impl Registry for LocalRegistry {
             if name.is_empty() {
                 return Err(service_not_found(name));
             }
-            let found = services(&self.store.scan(Some(name))?);
-            if found.is_empty() {
-                Err(service_not_found(name))
-            } else {
-                Ok(found)
-            }
+            found_or_not_found(name, services(&self.store.scan(Some(name))?))
         }
         .boxed()
     }
@@ -339,24 +333,7 @@ impl Registry for LocalRegistry {
 
     fn watch(&self, service: Option<&str>) -> BoxFuture<'_, Result<Watcher, Error>> {
         let filter = service.map(str::to_string);
-        async move {
-            let rx = self.subscribe()?;
-            let stream = BroadcastStream::new(rx).filter_map(move |item| {
-                let out = match item {
-                    Ok(ev) if filter.as_deref().is_some_and(|f| f != ev.service.name) => None,
-                    Ok(ev) => Some(Ok(ev)),
-                    Err(BroadcastStreamRecvError::Lagged(n)) => {
-                        Some(Err(Error::internal_server_error(
-                            ID,
-                            format!("watcher fell behind and missed {n} events; list again"),
-                        )))
-                    }
-                };
-                futures_util::future::ready(out)
-            });
-            Ok(stream.boxed())
-        }
-        .boxed()
+        async move { Ok(broadcast_watcher(self.subscribe()?, filter, ID)) }.boxed()
     }
 
     fn name(&self) -> &'static str {
@@ -1135,6 +1112,8 @@ mod tests {
     use std::time::Instant;
 
     use super::test_support::TempDir;
+    use futures_util::StreamExt;
+
     use super::*;
 
     fn svc(name: &str, version: &str, ids: &[&str]) -> Service {

@@ -2,13 +2,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 use super::{
-    service_not_found, Event, EventKind, Node, RegisterOptions, Registry, Service, Watcher,
+    broadcast_watcher, found_or_not_found, Event, EventKind, Node, RegisterOptions, Registry,
+    Service, Watcher,
 };
 use crate::Error;
 
@@ -221,15 +220,7 @@ impl Registry for MemoryRegistry {
     }
 
     fn get_service<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Service>, Error>> {
-        async move {
-            let found = self.live(Some(name));
-            if found.is_empty() {
-                Err(service_not_found(name))
-            } else {
-                Ok(found)
-            }
-        }
-        .boxed()
+        async move { found_or_not_found(name, self.live(Some(name))) }.boxed()
     }
 
     fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, Error>> {
@@ -237,26 +228,12 @@ impl Registry for MemoryRegistry {
     }
 
     fn watch(&self, service: Option<&str>) -> BoxFuture<'_, Result<Watcher, Error>> {
-        let filter = service.map(str::to_string);
-        let rx = self.inner.events.subscribe();
-        async move {
-            let stream = BroadcastStream::new(rx).filter_map(move |item| {
-                let keep = match &item {
-                    Ok(ev) => filter.as_deref().is_none_or(|f| f == ev.service.name),
-                    Err(_) => true,
-                };
-                let out = match item {
-                    Ok(ev) => Ok(ev),
-                    Err(BroadcastStreamRecvError::Lagged(n)) => Err(Error::internal_server_error(
-                        "micro.registry",
-                        format!("watcher fell behind and missed {n} events; list again"),
-                    )),
-                };
-                futures_util::future::ready(keep.then_some(out))
-            });
-            Ok(stream.boxed())
-        }
-        .boxed()
+        let watcher = broadcast_watcher(
+            self.inner.events.subscribe(),
+            service.map(str::to_string),
+            "micro.registry",
+        );
+        futures_util::future::ready(Ok(watcher)).boxed()
     }
 
     fn name(&self) -> &'static str {
@@ -267,6 +244,8 @@ impl Registry for MemoryRegistry {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use futures_util::StreamExt;
 
     use super::*;
 

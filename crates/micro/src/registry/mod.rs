@@ -12,6 +12,7 @@ mod local;
 #[cfg(feature = "mdns")]
 mod mdns;
 mod memory;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -160,6 +161,17 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
 
     /// The backend's name (`memory`, `local`, `mdns`, `etcd`, …).
     fn name(&self) -> &'static str;
+}
+
+pub(crate) use watch::broadcast_watcher;
+
+/// `found`, or the 404 every registry returns when a service has no live nodes.
+pub(crate) fn found_or_not_found(name: &str, found: Vec<Service>) -> Result<Vec<Service>, Error> {
+    if found.is_empty() {
+        Err(service_not_found(name))
+    } else {
+        Ok(found)
+    }
 }
 
 /// The error every registry returns for an unknown service.

@@ -15,16 +15,17 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::StreamExt;
 use mdns_sd::{
     DaemonEvent, IfKind, Receiver, RecvTimeoutError, ScopedIp, ServiceDaemon, ServiceEvent,
     ServiceInfo,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::{service_not_found, Event, EventKind, RegisterOptions, Registry, Service, Watcher};
+use super::{
+    broadcast_watcher, found_or_not_found, Event, EventKind, RegisterOptions, Registry, Service,
+    Watcher,
+};
 use crate::Error;
 
 pub(crate) use txt::Detail;
@@ -815,15 +816,8 @@ impl Registry for MdnsRegistry {
     }
 
     fn get_service<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Service>, Error>> {
-        async move {
-            let found = self.warm_up(|s| !s.is_empty(), Some(name)).await;
-            if found.is_empty() {
-                Err(service_not_found(name))
-            } else {
-                Ok(found)
-            }
-        }
-        .boxed()
+        async move { found_or_not_found(name, self.warm_up(|s| !s.is_empty(), Some(name)).await) }
+            .boxed()
     }
 
     fn list_services(&self) -> BoxFuture<'_, Result<Vec<Service>, Error>> {
@@ -831,27 +825,12 @@ impl Registry for MdnsRegistry {
     }
 
     fn watch(&self, service: Option<&str>) -> BoxFuture<'_, Result<Watcher, Error>> {
-        let filter = service.map(str::to_string);
-        let rx = self.inner.events.subscribe();
-        async move {
-            let stream = BroadcastStream::new(rx).filter_map(move |item| {
-                let out = match item {
-                    Ok(event) => filter
-                        .as_deref()
-                        .is_none_or(|f| f == event.service.name)
-                        .then_some(Ok(event)),
-                    Err(BroadcastStreamRecvError::Lagged(n)) => {
-                        Some(Err(Error::internal_server_error(
-                            ERR_ID,
-                            format!("watcher fell behind and missed {n} events; list again"),
-                        )))
-                    }
-                };
-                futures_util::future::ready(out)
-            });
-            Ok(stream.boxed())
-        }
-        .boxed()
+        let watcher = broadcast_watcher(
+            self.inner.events.subscribe(),
+            service.map(str::to_string),
+            ERR_ID,
+        );
+        futures_util::future::ready(Ok(watcher)).boxed()
     }
 
     fn name(&self) -> &'static str {
