@@ -21,6 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+step "nats-server for the NATS broker tests (Debian's package)"
+./scripts/nats-server.sh
+
 step "Python packages for the interop tests (.venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -58,8 +61,7 @@ fi
 
 step "Benchmark smoke run (correctness of the bench harness, not a measurement)"
 cargo run --quiet -p bench-rpc -- --smoke
-if [ -f bench/registry/Cargo.toml ]; then
-  cargo run --quiet -p bench-registry -- --smoke
-fi
+cargo run --quiet -p bench-registry -- --smoke
+cargo run --quiet -p bench-broker -- --smoke
 
 step "All tests passed"

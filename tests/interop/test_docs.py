@@ -6,14 +6,23 @@ GitHub still highlights these blocks):
 
 - ```sh test``` / ```python test```: run, in order, against a running service; with
   `exit=N` the block must end with status N (default 0). stdout and stderr together
-  must match the ```text output``` block that follows, if there is one: lines are
-  compared after trimming trailing spaces, a line `...` stands for any number of
-  lines, and `...` inside a line for any text.
+  (stdout alone with the word `stdout`, for `cargo run`, whose build messages and
+  warnings go to stderr) must match the ```text output``` block that follows, if
+  there is one: lines are compared after trimming trailing spaces, a line `...`
+  stands for any number of lines, and `...` inside a line for any text.
 - ```LANG file=PATH```: a file the reader writes (the tutorial's crate, the example
   config files).
-- ```sh build``` / ```sh server```: build the tutorial's crate / start it.
-- `127.0.0.1:9090` is replaced by the address of the service the test started, and
-  `/path/to/micro` by this checkout.
+- ```sh build``` / ```sh server```: build the doc's crate / start its server. In the
+  tutorial the one `sh server` command is started and the test waits for its port. In
+  docs/discovery.md and docs/cli.md each line of a `sh server` block (`greeter &`)
+  starts one process in the background, in document order between the `test` blocks,
+  and the test waits until each has registered a node; they all run until the doc's
+  test ends.
+- `127.0.0.1:9090` is replaced by the address of the service the test started (a free
+  port), and `/path/to/micro` by this checkout.
+- Every block and server runs with the private registry directory and the
+  `MICRO_MDNS_INTERFACES=none` of conftest.py's autouse fixture, and with no other
+  `MICRO_*` variable of the caller's environment.
 """
 
 import json
@@ -138,13 +147,18 @@ def require_curl():
         )
 
 
+# Set by conftest.py's autouse fixture to isolate each test: kept, so that what the
+# docs start uses the test's private registry directory and never multicasts.
+ISOLATION = ("MICRO_MDNS_INTERFACES", "MICRO_REGISTRY_ADDRESS")
+
+
 def shell_env(extra=None) -> dict:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(TARGET), str(VENV_BIN), env.get("PATH", "")])
     env["CARGO_TARGET_DIR"] = str(TARGET.parent)
-    env.pop("MICRO_ADDRESS", None)
-    for k in [k for k in env if k.startswith("MICRO_")]:
+    for k in [k for k in env if k.startswith("MICRO_") and k not in ISOLATION]:
         del env[k]
+    env.setdefault("MICRO_MDNS_INTERFACES", "none")
     env.update(extra or {})
     return env
 
@@ -165,7 +179,7 @@ def run_block(doc: Path, block: Block, cwd: Path, address: str, timeout=BLOCK_TI
             env=shell_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE if block.has("stdout") else subprocess.STDOUT,
             text=True,
             timeout=timeout,
         )
@@ -174,7 +188,7 @@ def run_block(doc: Path, block: Block, cwd: Path, address: str, timeout=BLOCK_TI
     want = int(block.attrs.get("exit", "0"))
     assert proc.returncode == want, (
         f"{block.where(doc)}: exit status {proc.returncode}, the doc expects {want}\n"
-        f"--- block:\n{body}\n--- output:\n{proc.stdout}"
+        f"--- block:\n{body}\n--- output:\n{proc.stdout}{proc.stderr or ''}"
     )
     check_output(doc, block, proc.stdout, address)
     return proc.stdout
@@ -425,3 +439,225 @@ def test_tutorial_runs_end_to_end(tutorial_crate):
     with running(["bash", "-c", command], port, cwd=tutorial_crate, env=shell_env(), timeout=120):
         n = run_tests(doc, tutorial_crate, address)
     assert n >= 10, f"only {n} executed blocks in {doc.name}"
+
+
+# ---------------------------------------------------------------------------
+# docs/discovery.md, docs/cli.md and the README's Discovery section: several real
+# processes that find each other through the (test's private) registry directory
+
+REGISTER_WAIT = 20.0  # seconds for the servers of one block to register
+
+
+def registered_nodes(env: dict) -> int:
+    """How many nodes `micro list services` sees; -1 if it fails."""
+    out = subprocess.run(
+        [str(binary("micro")), "list", "services", "-o", "json"],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
+    )
+    if out.returncode != 0:
+        return -1
+    return sum(len(s["nodes"]) for s in json.loads(out.stdout))
+
+
+def background_commands(body: str) -> list:
+    """The commands of a block of background processes: one per line, each ending in
+    `&` (dropped); blank lines and `# comments` left out."""
+    commands = []
+    for line in body.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()
+        if not line:
+            continue
+        assert line.endswith("&"), f"a server line must end in `&`: {line!r}"
+        commands.append(line[:-1].strip())
+    return commands
+
+
+class Servers:
+    """Processes a doc starts in the background, each in its own process group,
+    all stopped when the doc's test ends."""
+
+    def __init__(self, logs: Path, cwd: Path, env: dict):
+        self.logs, self.cwd, self.env = logs, cwd, env
+        self.procs = []
+
+    def start(self, where: str, commands: list):
+        """Starts `commands` and waits until each has registered one more node."""
+        before = registered_nodes(self.env)
+        assert before >= 0, f"{where}: `micro list services` fails before starting servers"
+        for command in commands:
+            log = self.logs / f"server-{len(self.procs)}.log"
+            with open(log, "w") as out:
+                proc = subprocess.Popen(
+                    ["bash", "-c", f"exec {command}"],
+                    cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            self.procs.append((proc, command, log))
+        want = before + len(commands)
+        deadline = time.monotonic() + REGISTER_WAIT
+        while (have := registered_nodes(self.env)) != want:
+            for proc, command, log in self.procs:
+                if proc.poll() is not None:
+                    pytest.fail(f"{where}: `{command}` exited with {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{where}: {want} nodes expected within {REGISTER_WAIT}s, {have} registered")
+            time.sleep(0.05)
+
+    def stop(self):
+        for proc, _, _ in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _, _ in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def run_doc_with_servers(doc: Path, tmp_path: Path) -> int:
+    """Writes the doc's `file=` blocks into a fresh crate directory, then runs its
+    `sh server`, `sh build` and `sh test` blocks in document order, all in that
+    directory; returns how many test blocks ran."""
+    address = f"127.0.0.1:{free_port()}"
+    work, logs = tmp_path / "work", tmp_path / "logs"
+    work.mkdir()
+    logs.mkdir()
+    files = doc_files(doc)
+    for name, body in files.items():
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(substitute(body, address))
+    if "Cargo.toml" in files:
+        # The workspace's lock file pins the same versions: the workspace's compiled
+        # dependencies are reused.
+        shutil.copy(ROOT / "Cargo.lock", work / "Cargo.lock")
+    servers = Servers(logs, work, shell_env())
+    n = 0
+    try:
+        for block in blocks(doc):
+            if block.has("server"):
+                servers.start(block.where(doc), background_commands(substitute(block.body, address)))
+            elif block.has("build"):
+                run_block(doc, block, work, address, timeout=SCRATCH_BUILD_TIMEOUT)
+            elif block.has("test"):
+                run_block(doc, block, work, address)
+                n += 1
+    finally:
+        servers.stop()
+    return n
+
+
+def test_discovery_examples_run_against_real_processes(tmp_path):
+    doc = DOCS / "discovery.md"
+    started = time.monotonic()
+    n = run_doc_with_servers(doc, tmp_path)
+    print(f"{doc.name}: {n} blocks in {time.monotonic() - started:.1f}s")
+    assert n >= 9, f"only {n} executed blocks in {doc.name}"
+
+
+def test_cli_examples_run_against_real_processes(tmp_path):
+    doc = DOCS / "cli.md"
+    started = time.monotonic()
+    n = run_doc_with_servers(doc, tmp_path)
+    print(f"{doc.name}: {n} blocks in {time.monotonic() - started:.1f}s")
+    assert n >= 18, f"only {n} executed blocks in {doc.name}"
+
+
+CLI_VERBS = [
+    "call", "stream", "list services", "get service", "health", "stats",
+    "register service", "deregister service", "publish", "subscribe",
+]
+
+
+def test_cli_doc_lists_every_verb_and_flag():
+    """Each verb has its section, and each flag its `micro <verb> --help` shows is in
+    docs/cli.md; each section names a real verb."""
+    text = (DOCS / "cli.md").read_text()
+    sections = re.findall(r"^## micro (.+)$", text, re.M)
+    assert sorted(sections) == sorted(CLI_VERBS), sections
+    for verb in CLI_VERBS:
+        out = subprocess.run(
+            [str(binary("micro")), *verb.split(), "--help"],
+            capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"micro {verb} [OPTIONS]" in out.stdout and f"micro {verb} [OPTIONS]" in text, verb
+        flags = set(re.findall(r"^\s+(?:-\w, )?(--[a-z_]+)", out.stdout, re.M)) - {"--help", "--version"}
+        assert len(flags) >= 11, (verb, flags)
+        for flag in sorted(flags):
+            assert f"`{flag}" in text, f"cli.md does not mention {flag} of micro {verb}"
+
+
+def test_discovery_numbers_match_the_code():
+    """The constants discovery.md quotes are the code's, and the measurements are
+    bench/registry's."""
+    text = " ".join((DOCS / "discovery.md").read_text().split())
+    src = ROOT / "crates/micro/src"
+
+    def const(path, name):
+        m = re.search(rf"const {name}: [^=]+= ([^;]+);", (src / path).read_text())
+        assert m, f"{path}: no constant {name}"
+        return " ".join(m.group(1).split())
+
+    assert const("registry/local.rs", "DEFAULT_POLL_INTERVAL") == "Duration::from_millis(200)"
+    assert "every **200 ms**" in text
+    assert const("registry/mdns/mod.rs", "DEFAULT_WARMUP") == "Duration::from_millis(300)"
+    assert "first 300 ms" in text
+    assert const("registry/mdns/txt.rs", "TXT_BUDGET") == "1300"
+    assert const("registry/mdns/txt.rs", "CHUNK") == "250"
+    assert "**1300 bytes**" in text and "250-byte strings" in text
+    assert const("selector/mark.rs", "DEFAULT_BACKOFF_INITIAL") == "Duration::from_secs(1)"
+    assert const("selector/mark.rs", "DEFAULT_BACKOFF_MAX") == "Duration::from_secs(30)"
+    assert "1 s, doubling with each failure in a row up to 30 s" in text
+    assert const("selector/cache.rs", "DEFAULT_IDLE_TIMEOUT") == "Duration::from_secs(10 * 60)"
+    assert "for 10 minutes" in text
+    options = (src / "options/mod.rs").read_text()
+    assert "register_ttl: Duration::from_secs(90)," in options and "default **90 s**" in text
+    assert "register_interval: Duration::from_secs(30)," in options and "default **30 s**" in text
+    for name in ["random", "roundrobin", "leastconn", "mdns", "local", "memory"]:
+        assert f"| `{name}`" in text, name
+    bench = (ROOT / "bench/registry/README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \| (\d+) \|", bench, re.M))
+    assert f"{rows['1']} ns with 1 service" in text and f"{rows['100']} ns with 100" in text
+    local = re.search(r"^\| local \(temp dir\) \| ([\d.]+ ms) \| ([\d.]+ ms) \|", bench, re.M)
+    assert local and f"{local.group(1)} median and {local.group(2)}" in text
+
+
+def readme_discovery_block() -> list:
+    """The commands of the README's Discovery block, comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    m = FENCE.search(text, text.index("\n## Discovery"))
+    assert m and m.group(1).strip() == "sh", "README: no sh block in the Discovery section"
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in m.group(2).splitlines()]
+    return [line for line in lines if line]
+
+
+def test_readme_discovery_commands(tmp_path):
+    """Two greeters with no flags, then `micro call`, `list services` and `health`
+    with no flags either, as the README shows."""
+    lines = readme_discovery_block()
+    assert lines[0].startswith("cargo build"), lines[0]  # the test uses the built binaries
+    servers = [line for line in lines[1:] if line.endswith("&")]
+    commands = [line for line in lines[1:] if not line.endswith("&")]
+    assert servers == ["greeter &", "greeter &"], servers
+    assert [c.split()[:2] for c in commands] == [["micro", "call"], ["micro", "list"], ["micro", "health"]]
+    assert "--address" not in " ".join(commands)
+    env = shell_env()
+    running_servers = Servers(tmp_path, tmp_path, env)
+    try:
+        running_servers.start("README", background_commands("\n".join(servers)))
+        outputs = []
+        for command in commands:
+            out = subprocess.run(
+                ["bash", "-c", command], cwd=tmp_path, env=env,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
+            )
+            assert out.returncode == 0, f"README: `{command}` failed:\n{out.stderr}"
+            outputs.append(out.stdout)
+    finally:
+        running_servers.stop()
+    call, listed, health = outputs
+    assert json.loads(call) == {"message": "Hello John"}
+    assert normalise(listed) == ["SERVICE  VERSION  NODES  ENDPOINTS", "greeter  latest   2      2"], listed
+    assert [line.split()[2] for line in normalise(health)[1:]] == ["ok", "ok"], health

@@ -4,6 +4,7 @@ mod call;
 mod context;
 mod debug_cmd;
 mod output;
+mod pubsub;
 mod registry_cmd;
 
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ enum Command {
     Health(debug_cmd::DebugArgs),
     /// Call Debug.Stats on every node of a service.
     Stats(debug_cmd::DebugArgs),
+    /// Publish a JSON message on a topic.
+    Publish(pubsub::PublishArgs),
+    /// Print each message published on a topic, with its headers, as it arrives.
+    Subscribe(pubsub::SubscribeArgs),
     /// Register a service record by hand (it expires after --register_ttl).
     #[command(subcommand)]
     Register(registry_cmd::ChangeWhat),
@@ -48,6 +53,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
                 .unwrap_or_else(|_| "warn".into()),
@@ -62,6 +68,8 @@ async fn main() -> ExitCode {
         Command::Get(what) => registry_cmd::get(what).await,
         Command::Health(args) => debug_cmd::health(args).await,
         Command::Stats(args) => debug_cmd::stats(args).await,
+        Command::Publish(args) => pubsub::publish(args).await,
+        Command::Subscribe(args) => pubsub::subscribe(args).await,
         Command::Register(what) => registry_cmd::register(what).await,
         Command::Deregister(what) => registry_cmd::deregister(what).await,
     };

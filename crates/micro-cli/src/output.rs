@@ -3,11 +3,15 @@
 use std::io::Write;
 
 /// Prints one line to stdout and flushes (streams show each message at once).
+/// A reader that went away (`micro get service x | head`) ends the program quietly,
+/// as it does for other command-line tools.
 pub fn print_line(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
-    out.flush()?;
-    Ok(())
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => Ok(other?),
+    }
 }
 
 /// A table with a header row, printed with columns padded to their widest cell.

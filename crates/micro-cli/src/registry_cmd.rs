@@ -144,6 +144,11 @@ pub async fn register(what: ChangeWhat) -> anyhow::Result<()> {
         .register(&service, RegisterOptions { ttl })
         .await
         .map_err(|e| explain(&service.name, e))?;
+    if args.common.output == Output::Json {
+        return args.common.print_json(&serde_json::json!({
+            "registered": service, "ttl": micro::options::format_duration(ttl)
+        }));
+    }
     print_line(&format!(
         "registered {} {} ({} node(s)) for {}",
         service.name,
@@ -161,6 +166,11 @@ pub async fn deregister(what: ChangeWhat) -> anyhow::Result<()> {
         .deregister(&service)
         .await
         .map_err(|e| explain(&service.name, e))?;
+    if args.common.output == Output::Json {
+        return args
+            .common
+            .print_json(&serde_json::json!({ "deregistered": service }));
+    }
     print_line(&format!(
         "deregistered {} {} ({} node(s))",
         service.name,

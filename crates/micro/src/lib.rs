@@ -24,6 +24,7 @@
 //! }
 //! ```
 
+pub mod broker;
 pub mod client;
 pub mod codec;
 pub mod errors;
@@ -43,7 +44,7 @@ pub use codec::Message;
 pub use errors::{Error, Result};
 pub use metadata::Metadata;
 pub use request::{CallContext, Request};
-pub use service::{Service, ServiceBuilder};
+pub use service::{shutdown_signal, Service, ServiceBuilder};
 pub use streaming::{stream_of, ResponseStream, Streaming};
 
 /// A boxed error for `main` functions and hooks.

@@ -20,6 +20,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::net::TcpListener;
 
+use crate::broker::{self, Broker, Publisher, SubscribeOptions};
 use crate::client::Client;
 use crate::options::{OptionsError, PartialOptions, ServiceOptions};
 use crate::registry::{self, Node, RegisterOptions, Registry};
@@ -35,9 +36,20 @@ const ID: &str = "micro.service";
 pub struct Service {
     options: ServiceOptions,
     handlers: Vec<HandlerDesc>,
+    subscribers: Vec<Subscriber>,
     registry: Arc<dyn Registry>,
+    broker: Arc<dyn Broker>,
     client: Client,
     hooks: Hooks,
+}
+
+/// A subscription the service opens when it starts.
+struct Subscriber {
+    topic: String,
+    options: SubscribeOptions,
+    handler: broker::Handler,
+    /// The message type's name, for the registry record.
+    message_type: &'static str,
 }
 
 #[derive(Default)]
@@ -85,6 +97,7 @@ pub struct ServiceBuilder {
     args: Option<(Vec<OsString>, bool)>,
     about: Option<String>,
     registry: Option<Arc<dyn Registry>>,
+    broker: Option<Arc<dyn Broker>>,
     handlers: Vec<HandlerDesc>,
     hooks: Hooks,
 }
@@ -154,6 +167,11 @@ impl ServiceBuilder {
         self.registry = Some(registry);
         self
     }
+    /// The broker to use, instead of the one `--broker` names.
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
     /// Adds a handler (a generated `XxxServer`).
     pub fn handler(mut self, handler: impl Handler) -> Self {
         self.handlers.push(handler.into_desc());
@@ -215,6 +233,17 @@ impl ServiceBuilder {
         self
     }
 
+    /// Like [`parse_args`](Self::parse_args) with `args` instead of the process's
+    /// command line: for programs that take flags of their own and pass the rest.
+    pub fn parse_args_from<I, T>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        self.args = Some((args.into_iter().map(Into::into).collect(), true));
+        self
+    }
+
     /// Reads options from `args` (the first being the program name), the process
     /// environment and the config file when building; errors, `--help` included,
     /// come back from [`build`](Self::build).
@@ -260,6 +289,18 @@ impl ServiceBuilder {
         let options = self
             .resolve_options()
             .map_err(|e| Error::bad_request(ID, e.to_string()))?;
+        if options.register_interval.is_zero() || options.register_interval >= options.register_ttl
+        {
+            return Err(Error::bad_request(
+                ID,
+                format!(
+                    "register_interval ({}) must be above zero and below register_ttl ({}), \
+                     or the registration lapses between renewals",
+                    crate::options::format_duration(options.register_interval),
+                    crate::options::format_duration(options.register_ttl)
+                ),
+            ));
+        }
         if options.server_name.is_empty() {
             return Err(Error::bad_request(
                 ID,
@@ -283,6 +324,14 @@ impl ServiceBuilder {
                 registry::Ownership::Process,
             )?,
         };
+        let broker = match self.broker.take() {
+            Some(b) => b,
+            None => broker::from_name(
+                options.broker.as_deref().unwrap_or(broker::DEFAULT),
+                &options.broker_address,
+                registry.clone(),
+            )?,
+        };
         let strategy: Strategy = options.selector.parse()?;
         let client = Client::builder()
             .from_service(options.server_name.clone())
@@ -297,7 +346,9 @@ impl ServiceBuilder {
         Ok(Service {
             options,
             handlers: self.handlers,
+            subscribers: Vec::new(),
             registry,
+            broker,
             client,
             hooks: self.hooks,
         })
@@ -313,6 +364,7 @@ impl Service {
             args: None,
             about: None,
             registry: None,
+            broker: None,
             handlers: Vec::new(),
             hooks: Hooks::default(),
         }
@@ -335,6 +387,70 @@ impl Service {
         self.registry.clone()
     }
 
+    /// The broker the service publishes and subscribes with.
+    pub fn broker(&self) -> Arc<dyn Broker> {
+        self.broker.clone()
+    }
+
+    /// A publisher of `topic` that names this service as the sender.
+    pub fn publisher(&self, topic: impl Into<String>) -> Publisher {
+        Publisher::new(topic, self.broker.clone()).from_service(self.options.server_name.clone())
+    }
+
+    /// Adds a handler after building, e.g. one that holds a [`Publisher`] made by
+    /// [`Service::publisher`].
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handlers.push(handler.into_desc());
+        self
+    }
+
+    /// Subscribes `f` to `topic` while the service runs: every instance of the
+    /// service receives every message. Messages are decoded as `M` by their
+    /// content type; one that cannot be decoded goes to `<topic>.dead`.
+    ///
+    /// ```no_run
+    /// # fn demo(service: micro::Service) -> micro::Service {
+    /// use micro::proto::debug::v1::HealthResponse;
+    ///
+    /// service.subscribe("health.changed", |event: micro::broker::Event<HealthResponse>| async move {
+    ///     println!("{} from {:?}", event.message.status, event.from_service());
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn subscribe<M, F, Fut>(self, topic: impl Into<String>, f: F) -> Self
+    where
+        M: crate::Message,
+        F: Fn(broker::Event<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.subscribe_with(topic, SubscribeOptions::default(), f)
+    }
+
+    /// [`subscribe`](Self::subscribe) with options: a queue group (one instance
+    /// of the group gets each message), manual acks, a durable name.
+    pub fn subscribe_with<M, F, Fut>(
+        mut self,
+        topic: impl Into<String>,
+        options: SubscribeOptions,
+        f: F,
+    ) -> Self
+    where
+        M: crate::Message,
+        F: Fn(broker::Event<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        let handler = broker::typed_handler::<M, F, Fut>(self.broker.clone(), f);
+        let message_type = std::any::type_name::<M>().rsplit("::").next().unwrap_or("");
+        self.subscribers.push(Subscriber {
+            topic: topic.into(),
+            options,
+            handler,
+            message_type,
+        });
+        self
+    }
+
     /// Listens on the configured address and serves until SIGINT, SIGTERM or
     /// SIGQUIT, then stops gracefully.
     pub async fn run(self) -> Result<(), BoxError> {
@@ -354,7 +470,9 @@ impl Service {
         let Service {
             options,
             handlers,
+            subscribers,
             registry,
+            broker,
             client: _,
             mut hooks,
         } = self;
@@ -370,11 +488,13 @@ impl Service {
         for handler in handlers {
             server = server.handler(handler);
         }
+        let mut endpoints = server.endpoints()?;
+        endpoints.extend(subscribers.iter().map(subscriber_endpoint));
         let record = registry::Service {
             name: options.server_name.clone(),
             version: options.server_version.clone(),
             metadata: BTreeMap::new(),
-            endpoints: server.endpoints()?,
+            endpoints,
             nodes: vec![Node {
                 id: options
                     .server_id
@@ -389,10 +509,30 @@ impl Service {
         let server_task = tokio::spawn(server.serve(listener, async move {
             let _ = server_stopped.await;
         }));
+        // Subscribe before registering: once others can find us, we are listening.
+        let mut subscriptions = Vec::new();
+        let subscribed = async {
+            broker.connect().await?;
+            for s in subscribers {
+                let sub = broker
+                    .subscribe(&s.topic, s.handler, s.options)
+                    .await
+                    .map_err(|e| format!("subscribing to {}: {e}", s.topic))?;
+                subscriptions.push(sub);
+            }
+            Ok::<(), BoxError>(())
+        };
+        if let Err(e) = subscribed.await {
+            let _ = broker.disconnect().await;
+            let _ = stop_server.send(());
+            let _ = server_task.await;
+            return Err(e);
+        }
         let ttl = RegisterOptions {
             ttl: options.register_ttl,
         };
         if let Err(e) = registry.register(&record, ttl).await {
+            let _ = broker.disconnect().await;
             let _ = stop_server.send(());
             let _ = server_task.await;
             return Err(format!(
@@ -440,6 +580,12 @@ impl Service {
         if let Err(e) = registry.deregister(&record).await {
             tracing::warn!(error = %e, "deregistering failed; the node will expire after its TTL");
         }
+        for sub in subscriptions {
+            let topic = sub.topic().to_string();
+            if let Err(e) = sub.unsubscribe().await {
+                tracing::warn!(%topic, error = %e, "unsubscribing failed");
+            }
+        }
         let _ = stop_server.send(());
         match server_task.await {
             Ok(Ok(())) => {}
@@ -449,6 +595,9 @@ impl Service {
             Err(e) => {
                 first_error.get_or_insert(Box::new(e));
             }
+        }
+        if let Err(e) = broker.disconnect().await {
+            tracing::warn!(error = %e, "disconnecting from the broker failed");
         }
         for hook in hooks.after_stop.drain(..) {
             if let Err(e) = hook().await {
@@ -460,6 +609,27 @@ impl Service {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// The registry endpoint of a subscriber: named by its topic, with metadata
+/// `topic`, `queue` and `subscriber`.
+fn subscriber_endpoint(s: &Subscriber) -> registry::Endpoint {
+    let mut metadata = BTreeMap::from([
+        ("topic".to_string(), s.topic.clone()),
+        ("subscriber".to_string(), "true".to_string()),
+    ]);
+    if let Some(q) = &s.options.queue {
+        metadata.insert("queue".into(), q.clone());
+    }
+    registry::Endpoint {
+        name: s.topic.clone(),
+        request: registry::Type {
+            name: s.message_type.to_string(),
+            schema: serde_json::Value::Null,
+        },
+        response: registry::Type::default(),
+        metadata,
     }
 }
 
@@ -496,8 +666,9 @@ fn node_metadata(options: &ServiceOptions, registry: &str) -> BTreeMap<String, S
     md
 }
 
-/// Completes on SIGINT, SIGTERM or SIGQUIT.
-pub(crate) async fn shutdown_signal() {
+/// Completes on SIGINT, SIGTERM or SIGQUIT: what [`Service::run`] waits for, for
+/// programs that run something else until asked to stop.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

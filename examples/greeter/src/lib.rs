@@ -2,7 +2,8 @@
 //!
 //! `Greeter.Hello` answers `{"name":"John"}` with `{"message":"Hello John"}`;
 //! `Greeter.Stream` sends `count` greetings. The greeting word is configurable
-//! (`greeter.greeting`, default `Hello`).
+//! (`greeter.greeting`, default `Hello`). With a publisher, every greeting is also
+//! announced as a `HelloEvent` on the topic [`HELLO_TOPIC`].
 
 use std::time::Duration;
 
@@ -16,8 +17,10 @@ pub mod proto {
 
 pub use proto::greeter_client::GreeterClient;
 pub use proto::greeter_server::GreeterServer;
-use proto::{HelloRequest, HelloResponse, StreamRequest, StreamResponse};
+use proto::{HelloEvent, HelloRequest, HelloResponse, StreamRequest, StreamResponse};
 
+/// The topic a `HelloEvent` is published on after each greeting.
+pub const HELLO_TOPIC: &str = "greeter.hello";
 /// The service's name in the registry.
 pub const SERVICE_NAME: &str = "greeter";
 /// Greetings sent by `Greeter.Stream` when the request does not say.
@@ -31,6 +34,8 @@ pub struct Greeter {
     greeting: String,
     /// Pause between streamed greetings.
     interval: Duration,
+    /// Announces each greeting on [`HELLO_TOPIC`].
+    publisher: Option<micro::broker::Publisher>,
 }
 
 impl Default for Greeter {
@@ -45,12 +50,19 @@ impl Greeter {
         Greeter {
             greeting: greeting.into(),
             interval: Duration::ZERO,
+            publisher: None,
         }
     }
 
     /// Pauses between streamed greetings (for demos and tests of slow streams).
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// Announces every greeting with `publisher` (made by `Service::publisher`).
+    pub fn with_publisher(mut self, publisher: micro::broker::Publisher) -> Self {
+        self.publisher = Some(publisher);
         self
     }
 
@@ -65,9 +77,19 @@ impl Greeter {
 
 impl proto::greeter_server::Greeter for Greeter {
     async fn hello(&self, request: Request<HelloRequest>) -> Result<HelloResponse, Error> {
-        Ok(HelloResponse {
-            message: self.greet(&request.get_ref().name)?,
-        })
+        let message = self.greet(&request.get_ref().name)?;
+        if let Some(publisher) = &self.publisher {
+            let event = HelloEvent {
+                name: request.get_ref().name.trim().to_string(),
+                message: message.clone(),
+            };
+            // The greeting is the answer; a failed announcement is logged, not
+            // turned into a failed call.
+            if let Err(e) = publisher.publish(&event).await {
+                tracing::warn!(topic = HELLO_TOPIC, error = %e, "announcing a greeting failed");
+            }
+        }
+        Ok(HelloResponse { message })
     }
 
     async fn stream(

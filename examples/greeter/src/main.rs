@@ -1,7 +1,7 @@
 //! `greeter`: the example micro service. Every option is a flag or `MICRO_*`
 //! environment variable; `greeter --help` lists them.
 
-use greeter::{Greeter, GreeterServer, SERVICE_NAME};
+use greeter::{Greeter, GreeterServer, HELLO_TOPIC, SERVICE_NAME};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -20,16 +20,17 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), micro::BoxError> {
     tracing_subscriber::fmt()
+        // Colours only for a person at a terminal, not for logs read by programs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    micro::Service::builder()
+    let service = micro::Service::builder()
         .name(SERVICE_NAME)
-        .about("The example micro service: Greeter.Hello and Greeter.Stream")
-        .handler(GreeterServer::new(Greeter::default()))
+        .about("The example micro service: Greeter.Hello and Greeter.Stream; announces each greeting on greeter.hello")
         .parse_args()
-        .build()?
-        .run()
-        .await
+        .build()?;
+    let greeter = Greeter::default().with_publisher(service.publisher(HELLO_TOPIC));
+    service.handler(GreeterServer::new(greeter)).run().await
 }

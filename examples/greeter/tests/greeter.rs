@@ -159,3 +159,56 @@ async fn registry_record_describes_the_endpoints() {
         404
     );
 }
+
+#[tokio::test]
+async fn each_greeting_is_announced_on_greeter_hello() {
+    use micro::broker::{Broker, MemoryBroker};
+    let broker = Arc::new(MemoryBroker::new());
+    let service = micro::Service::builder()
+        .name("greeter")
+        .registry(Arc::new(MemoryRegistry::new()))
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let publisher = service.publisher(greeter::HELLO_TOPIC);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sub = broker
+        .subscribe(
+            greeter::HELLO_TOPIC,
+            micro::broker::handler(move |d| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(d.message).unwrap();
+                    Ok(())
+                }
+            }),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let greeter = Greeter::default().with_publisher(publisher);
+    let rsp = greeter::proto::greeter_server::Greeter::hello(
+        &greeter,
+        micro::Request::new(HelloRequest {
+            name: "John".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rsp.message, "Hello John");
+    let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&msg.body).unwrap();
+    assert_eq!(
+        event,
+        serde_json::json!({"name": "John", "message": "Hello John"})
+    );
+    assert_eq!(msg.headers["micro-topic"], "greeter.hello");
+    assert_eq!(msg.headers["micro-from-service"], "greeter");
+    assert_eq!(msg.headers["content-type"], "application/json");
+    assert!(!msg.headers["micro-id"].is_empty());
+    drop(service);
+    sub.unsubscribe().await.unwrap();
+}

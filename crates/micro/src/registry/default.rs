@@ -60,9 +60,9 @@ use crate::Error;
 /// # Outgrowing it
 ///
 /// Across subnets, clouds or Kubernetes, multicast is not the tool: point services at
-/// a registry server instead — etcd, with `MICRO_REGISTRY=etcd` and
-/// `MICRO_REGISTRY_ADDRESS=10.0.0.5:2379` (or the `--registry` flags). Nothing else in
-/// a service changes.
+/// a registry server instead. An etcd registry is planned for a later release; it
+/// will be chosen with `MICRO_REGISTRY` and `MICRO_REGISTRY_ADDRESS` alone, with no
+/// other change to a service.
 ///
 /// `MICRO_REGISTRY=mdns` selects it; [`DefaultRegistry::at`] puts the same-machine
 /// half in a directory of your choice (what `MICRO_REGISTRY_ADDRESS` names).

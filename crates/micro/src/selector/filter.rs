@@ -104,9 +104,12 @@ pub(super) fn metadata_matches(node: &Node, pairs: &[(String, String)]) -> bool 
         .all(|(k, v)| node.metadata.get(k).is_some_and(|have| have == v))
 }
 
+/// Up to ten distinct items, in first-seen order, comma-separated.
 fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     const MAX: usize = 10;
-    let items: Vec<&str> = items.collect();
+    let mut items: Vec<&str> = items.collect();
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|item| seen.insert(*item));
     let mut out = items[..items.len().min(MAX)].join(", ");
     if items.len() > MAX {
         out.push_str(&format!(", … ({} more)", items.len() - MAX));

@@ -1,0 +1,261 @@
+//! What travels between HTTP brokers: the delivery envelope, the subscriber path,
+//! and pooled h2c connections to subscriber brokers.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::Full;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::broker::Message;
+use crate::Error;
+
+pub(super) const ID: &str = "micro.broker";
+
+/// The content type of a delivery.
+pub(super) const CONTENT_TYPE: &str = "application/vnd.micro.broker.v1";
+/// The path subscriber brokers receive deliveries on.
+pub(super) const SUB_PATH: &str = "/_sub";
+/// Bytes of the length prefix in front of the envelope head.
+pub(super) const PREFIX: usize = 4;
+/// Connections unused for this long are closed.
+const CONN_IDLE: Duration = Duration::from_secs(5 * 60);
+
+/// The JSON head of a delivery: the topic and the message headers.
+#[derive(Serialize, Deserialize)]
+struct Head<'a> {
+    topic: Cow<'a, str>,
+    #[serde(default)]
+    headers: Cow<'a, BTreeMap<String, String>>,
+}
+
+/// Encodes a delivery body: a 4-byte big-endian length `n`, `n` bytes of JSON
+/// `{"topic":..,"headers":{..}}`, then the message body unchanged.
+pub(super) fn encode(topic: &str, message: &Message) -> Bytes {
+    let head = Head {
+        topic: Cow::Borrowed(topic),
+        headers: Cow::Borrowed(&message.headers),
+    };
+    // A map of strings always serialises.
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(PREFIX + head.len() + message.body.len());
+    out.put_u32(u32::try_from(head.len()).unwrap_or(u32::MAX));
+    out.put_slice(&head);
+    out.put_slice(&message.body);
+    out.freeze()
+}
+
+/// Decodes a delivery body made by [`encode`]; a 400 error says what is wrong.
+pub(super) fn decode(mut body: Bytes) -> Result<(String, Message), Error> {
+    let bad = |why: &str| Error::bad_request(ID, format!("malformed delivery: {why}"));
+    if body.len() < PREFIX {
+        return Err(bad("shorter than its 4-byte length prefix"));
+    }
+    let n = body.get_u32() as usize;
+    if n > body.len() {
+        return Err(bad("the header block is longer than the body"));
+    }
+    let head = body.split_to(n);
+    let head: Head<'_> = serde_json::from_slice(&head)
+        .map_err(|e| bad(&format!("the header block is not valid JSON: {e}")))?;
+    Ok((
+        head.topic.into_owned(),
+        Message {
+            headers: head.headers.into_owned(),
+            body,
+        },
+    ))
+}
+
+/// The path and query a subscriber with this id receives deliveries on.
+pub(super) fn sub_path(id: &str) -> String {
+    let mut out = format!("{SUB_PATH}?id=");
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The subscriber id in a delivery's query string (`id=<percent-encoded id>`).
+pub(super) fn id_from_query(query: Option<&str>) -> Option<String> {
+    let value = query?.split('&').find_map(|p| p.strip_prefix("id="))?;
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().filter(|id| !id.is_empty())
+}
+
+pub(super) type Sender = http2::SendRequest<Full<Bytes>>;
+
+/// One HTTP/2 (prior knowledge) connection per subscriber broker address, shared
+/// by every destination at that address; dials are deduplicated.
+#[derive(Debug)]
+pub(super) struct Conns {
+    dial_timeout: Duration,
+    state: Mutex<ConnState>,
+}
+
+#[derive(Debug, Default)]
+struct ConnState {
+    conns: HashMap<String, (Sender, Instant)>,
+    dialing: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Conns {
+    pub(super) fn new(dial_timeout: Duration) -> Self {
+        Conns {
+            dial_timeout,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached(&self, address: &str) -> Option<Sender> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state
+            .conns
+            .retain(|_, (s, used)| !s.is_closed() && now.duration_since(*used) < CONN_IDLE);
+        let (sender, used) = state.conns.get_mut(address)?;
+        *used = now;
+        Some(sender.clone())
+    }
+
+    /// A connection to `address`, dialling one if there is none.
+    pub(super) async fn get(&self, address: &str) -> Result<Sender, Error> {
+        if let Some(s) = self.cached(address) {
+            return Ok(s);
+        }
+        let dial = self
+            .lock()
+            .dialing
+            .entry(address.to_string())
+            .or_default()
+            .clone();
+        let _guard = dial.lock().await;
+        if let Some(s) = self.cached(address) {
+            return Ok(s);
+        }
+        let result = self.dial(address).await;
+        let mut state = self.lock();
+        state.dialing.remove(address);
+        let sender = result?;
+        state
+            .conns
+            .insert(address.to_string(), (sender.clone(), Instant::now()));
+        Ok(sender)
+    }
+
+    /// Forgets the connection to `address` after it failed.
+    pub(super) fn discard(&self, address: &str) {
+        self.lock().conns.remove(address);
+    }
+
+    /// Closes every connection (once their requests end).
+    pub(super) fn clear(&self) {
+        self.lock().conns.clear();
+    }
+
+    async fn dial(&self, address: &str) -> Result<Sender, Error> {
+        let unavailable =
+            |why: String| Error::service_unavailable(ID, format!("connecting to {address}: {why}"));
+        let stream = tokio::time::timeout(self.dial_timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", self.dial_timeout)))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unavailable(format!("HTTP/2 handshake failed: {e}")))?;
+        let address = address.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%address, error = %e, "broker connection closed with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_any_headers_and_bytes() {
+        let message = Message::new(vec![0xff, 0x00, 0xfe])
+            .header("odd key ✓", "line\r\nbreak\u{0}")
+            .header("empty", "");
+        let (topic, back) = decode(encode("a.b", &message)).unwrap();
+        assert_eq!(topic, "a.b");
+        assert_eq!(back, message);
+    }
+
+    #[test]
+    fn malformed_envelopes_are_400() {
+        for body in [
+            &b""[..],
+            b"\x00\x00",
+            b"\x00\x00\x00\x09{}",
+            b"\x00\x00\x00\x02{x",
+            b"\x00\x00\x00\x02[]",
+            b"\xff\xff\xff\xff",
+        ] {
+            let err = decode(Bytes::copy_from_slice(body)).unwrap_err();
+            assert_eq!(err.code(), 400, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn ids_survive_the_query_string() {
+        for id in ["3@127.0.0.1:9000", "0@[::1]:80", "a b/c?d&e=%", "ü"] {
+            let path = sub_path(id);
+            let (p, q) = path.split_once('?').unwrap();
+            assert_eq!(p, SUB_PATH);
+            assert!(path.parse::<http::Uri>().is_ok(), "{path}");
+            assert_eq!(id_from_query(Some(q)).as_deref(), Some(id));
+        }
+        assert_eq!(id_from_query(Some("id=%zz")), None);
+        assert_eq!(id_from_query(Some("id=%ff")), None);
+        assert_eq!(id_from_query(Some("x=1")), None);
+        assert_eq!(id_from_query(None), None);
+    }
+}
