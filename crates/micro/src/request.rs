@@ -126,21 +126,55 @@ impl<T> Request<T> {
     }
 }
 
-tokio::task_local! {
-    /// The deadline of the request a handler is serving, so that calls it makes
-    /// inherit it without threading it through by hand.
-    static INHERITED_DEADLINE: Option<Instant>;
+/// W3C trace-context headers: carried from a request being handled to the calls
+/// it makes and the messages it publishes.
+pub(crate) const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// What a handler's task inherits from the request it serves.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Inherited {
+    pub(crate) deadline: Option<Instant>,
+    /// The request's trace-context headers, if it had any.
+    pub(crate) trace: Metadata,
 }
 
-/// Runs a handler future with its request's deadline visible to the client.
-pub(crate) async fn with_inherited_deadline<F: std::future::Future>(
-    deadline: Option<Instant>,
+impl Inherited {
+    pub(crate) fn of(ctx: &CallContext) -> Self {
+        let mut trace = Metadata::new();
+        for key in TRACE_HEADERS {
+            if let Some(v) = ctx.metadata.get(key) {
+                trace.insert(key, v);
+            }
+        }
+        Inherited {
+            deadline: ctx.deadline,
+            trace,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The deadline and trace context of the request a handler is serving, so that
+    /// calls it makes and messages it publishes inherit them without threading them
+    /// through by hand.
+    static INHERITED: Inherited;
+}
+
+/// Runs a handler future with its request's deadline and trace context visible to
+/// the client and publishers.
+pub(crate) async fn with_inherited<F: std::future::Future>(
+    inherited: Inherited,
     fut: F,
 ) -> F::Output {
-    INHERITED_DEADLINE.scope(deadline, fut).await
+    INHERITED.scope(inherited, fut).await
 }
 
 /// The deadline of the request being handled on this task, if any.
 pub(crate) fn inherited_deadline() -> Option<Instant> {
-    INHERITED_DEADLINE.try_with(|d| *d).ok().flatten()
+    INHERITED.try_with(|i| i.deadline).ok().flatten()
+}
+
+/// The trace-context headers of the request being handled on this task.
+pub(crate) fn inherited_trace() -> Metadata {
+    INHERITED.try_with(|i| i.trace.clone()).unwrap_or_default()
 }

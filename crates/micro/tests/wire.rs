@@ -692,3 +692,35 @@ async fn slow_clients_are_timed_out() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn trace_context_propagates_to_downstream_calls() {
+    let downstream = start_echo("down").await;
+    let upstream = start_echo("up").await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let rsp = client_for(&upstream)
+        .unary_with(
+            EchoRequest {
+                forward_to: downstream.address.clone(),
+                ..req("fwd")
+            },
+            &CallOptions::default()
+                .address(upstream.address.clone())
+                .metadata("traceparent", traceparent)
+                .metadata("tracestate", "vendor=1"),
+        )
+        .await
+        .unwrap();
+    // The downstream handler saw the caller's trace context.
+    assert_eq!(rsp.served_by, "down");
+    assert_eq!(
+        rsp.metadata.get("traceparent").map(String::as_str),
+        Some(traceparent)
+    );
+    assert_eq!(
+        rsp.metadata.get("tracestate").map(String::as_str),
+        Some("vendor=1")
+    );
+    downstream.stop().await;
+    upstream.stop().await;
+}

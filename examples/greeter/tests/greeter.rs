@@ -212,3 +212,65 @@ async fn each_greeting_is_announced_on_greeter_hello() {
     drop(service);
     sub.unsubscribe().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_announcement_carries_the_callers_trace_context() {
+    use micro::broker::{Broker, MemoryBroker};
+    let broker = Arc::new(MemoryBroker::new());
+    let registry = Arc::new(MemoryRegistry::new());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sub = broker
+        .subscribe(
+            greeter::HELLO_TOPIC,
+            micro::broker::handler(move |d| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(d.message).unwrap();
+                    Ok(())
+                }
+            }),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let service = micro::Service::builder()
+        .name("greeter")
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .build()
+        .unwrap();
+    let greeter = Greeter::default().with_publisher(service.publisher(greeter::HELLO_TOPIC));
+    let service = service.handler(GreeterServer::new(greeter));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let client = GreeterClient::new("greeter", micro::Client::default()).with_options(
+        CallOptions::default()
+            .address(address)
+            .metadata("traceparent", traceparent),
+    );
+    for _ in 0..50 {
+        if client
+            .hello(HelloRequest {
+                name: "Tracy".into(),
+            })
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.headers["traceparent"], traceparent);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    sub.unsubscribe().await.unwrap();
+}

@@ -18,8 +18,9 @@ pub(crate) fn content_type(format: Format) -> &'static str {
 ///
 /// Messages are JSON by default (readable by `micro subscribe` and every client
 /// library); [`Publisher::format`] switches to protobuf. Each message carries
-/// `micro-topic`, a fresh `micro-id`, `content-type` and, when known, the
-/// publishing service as `micro-from-service`.
+/// `micro-topic`, a fresh `micro-id`, `content-type`, when known the publishing
+/// service as `micro-from-service`, and, when published while handling a request,
+/// that request's W3C trace context (`traceparent`, `tracestate`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -83,6 +84,10 @@ impl Publisher {
     ) -> Result<(), Error> {
         let body = self.format.encode(message)?;
         let mut msg = Message::new(body);
+        // The trace context of the request being handled, unless given explicitly.
+        for (k, v) in crate::request::inherited_trace().iter() {
+            msg.headers.insert(k.to_string(), v.to_string());
+        }
         for (k, v) in headers.iter() {
             msg.headers.insert(k.to_string(), v.to_string());
         }

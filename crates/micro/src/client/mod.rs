@@ -473,6 +473,9 @@ impl Client {
             .parse()
             .map_err(|e| Error::bad_request(ID, format!("bad address {address:?}: {e}")))?;
         let headers = req.headers_mut();
+        // The trace context of the request being handled travels on, unless the
+        // caller set its own.
+        crate::request::inherited_trace().write_headers(headers);
         opts.metadata.write_headers(headers);
         headers.insert(
             header::CONTENT_TYPE,

@@ -71,8 +71,9 @@ impl Shared {
         deadline: Option<Instant>,
     ) -> Result<RawReply, Error> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let call = AssertUnwindSafe(crate::request::with_inherited_deadline(
-            deadline,
+        let inherited = crate::request::Inherited::of(&req.ctx);
+        let call = AssertUnwindSafe(crate::request::with_inherited(
+            inherited,
             route.handler.call(req),
         ))
         .catch_unwind();
