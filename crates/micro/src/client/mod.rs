@@ -28,7 +28,6 @@
 //! ```
 
 mod options;
-mod pool;
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,9 +49,9 @@ use crate::registry::{MemoryRegistry, Registry};
 use crate::selector::{CacheSelector, Outcome, SelectOptions, Selected, Selector, Strategy};
 use crate::server::method::MethodKind;
 use crate::streaming::{until_deadline, RawStream};
+use crate::wire::pool::Pool;
 use crate::wire::{frame, status, timeout, Body};
 use crate::{Error, Streaming};
-use pool::Pool;
 
 /// Default time a call may take: 5 s.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,7 +86,7 @@ struct Inner {
     /// The calling service, sent as `Micro-From-Service`.
     from_service: Option<HeaderValue>,
     selector: Arc<dyn Selector>,
-    pool: Pool,
+    pool: Pool<Body>,
     request_timeout: Duration,
     retries: u32,
     max_body: usize,
@@ -215,7 +214,7 @@ impl ClientBuilder {
                     .from_service
                     .and_then(|n| HeaderValue::from_str(&n).ok()),
                 selector,
-                pool: Pool::new(self.pool_size, self.dial_timeout),
+                pool: Pool::new(ID, self.dial_timeout).max_size(self.pool_size),
                 request_timeout: self.request_timeout,
                 retries: self.retries,
                 max_body: self.max_body,

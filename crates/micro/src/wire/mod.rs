@@ -3,6 +3,7 @@
 
 pub(crate) mod body;
 pub(crate) mod frame;
+pub(crate) mod pool;
 pub(crate) mod status;
 pub(crate) mod timeout;
 

@@ -257,7 +257,7 @@ impl HttpBroker {
     fn with_config(registry: Arc<dyn Registry>, config: Config) -> Self {
         let core = Core {
             inbox: Arc::new(Inbox::new(config.max_message_size, config.read_timeout)),
-            conns: Conns::new(config.dial_timeout),
+            conns: wire::conns(config.dial_timeout),
             topics: Arc::new(Topics::new(registry.clone())),
             registry,
             config,

@@ -2,17 +2,12 @@
 //! and pooled h2c connections to subscriber brokers.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::Full;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::broker::Message;
 use crate::Error;
@@ -112,106 +107,16 @@ pub(super) fn id_from_query(query: Option<&str>) -> Option<String> {
     }
     String::from_utf8(out).ok().filter(|id| !id.is_empty())
 }
+/// One h2c connection per subscriber broker address, shared by every destination at
+/// that address (dials deduplicated), closed after five idle minutes.
+pub(super) type Conns = crate::wire::pool::Pool<Full<Bytes>>;
 
-pub(super) type Sender = http2::SendRequest<Full<Bytes>>;
-
-/// One HTTP/2 (prior knowledge) connection per subscriber broker address, shared
-/// by every destination at that address; dials are deduplicated.
-#[derive(Debug)]
-pub(super) struct Conns {
-    dial_timeout: Duration,
-    state: Mutex<ConnState>,
-}
-
-#[derive(Debug, Default)]
-struct ConnState {
-    conns: HashMap<String, (Sender, Instant)>,
-    dialing: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
-}
-
-impl Conns {
-    pub(super) fn new(dial_timeout: Duration) -> Self {
-        Conns {
-            dial_timeout,
-            state: Mutex::default(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ConnState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn cached(&self, address: &str) -> Option<Sender> {
-        let mut state = self.lock();
-        let now = Instant::now();
-        state
-            .conns
-            .retain(|_, (s, used)| !s.is_closed() && now.duration_since(*used) < CONN_IDLE);
-        let (sender, used) = state.conns.get_mut(address)?;
-        *used = now;
-        Some(sender.clone())
-    }
-
-    /// A connection to `address`, dialling one if there is none.
-    pub(super) async fn get(&self, address: &str) -> Result<Sender, Error> {
-        if let Some(s) = self.cached(address) {
-            return Ok(s);
-        }
-        let dial = self
-            .lock()
-            .dialing
-            .entry(address.to_string())
-            .or_default()
-            .clone();
-        let _guard = dial.lock().await;
-        if let Some(s) = self.cached(address) {
-            return Ok(s);
-        }
-        let result = self.dial(address).await;
-        let mut state = self.lock();
-        state.dialing.remove(address);
-        let sender = result?;
-        state
-            .conns
-            .insert(address.to_string(), (sender.clone(), Instant::now()));
-        Ok(sender)
-    }
-
-    /// Forgets the connection to `address` after it failed.
-    pub(super) fn discard(&self, address: &str) {
-        self.lock().conns.remove(address);
-    }
-
-    /// Closes every connection (once their requests end).
-    pub(super) fn clear(&self) {
-        self.lock().conns.clear();
-    }
-
-    async fn dial(&self, address: &str) -> Result<Sender, Error> {
-        let unavailable =
-            |why: String| Error::service_unavailable(ID, format!("connecting to {address}: {why}"));
-        let stream = tokio::time::timeout(self.dial_timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.dial_timeout)))?
-            .map_err(|e| unavailable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable(format!("HTTP/2 handshake failed: {e}")))?;
-        let address = address.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%address, error = %e, "broker connection closed with an error");
-            }
-        });
-        Ok(sender)
-    }
+/// The connection pool of a publishing broker.
+pub(super) fn conns(dial_timeout: std::time::Duration) -> Conns {
+    Conns::new(ID, dial_timeout)
+        .idle_timeout(CONN_IDLE)
+        // Room for 4 MiB messages without waiting on flow control.
+        .windows(1 << 20, 4 << 20)
 }
 
 #[cfg(test)]
