@@ -280,7 +280,7 @@ impl Registry for LocalRegistry {
         opts: RegisterOptions,
     ) -> BoxFuture<'a, Result<(), Error>> {
         async move {
-            validate(service)?;
+            super::validate(service)?;
             if service.nodes.is_empty() {
                 return Ok(());
             }
@@ -339,23 +339,6 @@ impl Registry for LocalRegistry {
     fn name(&self) -> &'static str {
         "local"
     }
-}
-
-fn validate(service: &Service) -> Result<(), Error> {
-    if service.name.is_empty() {
-        return Err(Error::bad_request(ID, "service name is empty"));
-    }
-    if let Some(node) = service
-        .nodes
-        .iter()
-        .find(|n| n.id.is_empty() || n.address.is_empty())
-    {
-        return Err(Error::bad_request(
-            ID,
-            format!("node {node:?} needs both an id and an address"),
-        ));
-    }
-    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

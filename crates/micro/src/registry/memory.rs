@@ -144,22 +144,7 @@ impl Registry for MemoryRegistry {
         opts: RegisterOptions,
     ) -> BoxFuture<'a, Result<(), Error>> {
         async move {
-            if service.name.is_empty() {
-                return Err(Error::bad_request(
-                    "micro.registry",
-                    "service name is empty",
-                ));
-            }
-            if let Some(node) = service
-                .nodes
-                .iter()
-                .find(|n| n.id.is_empty() || n.address.is_empty())
-            {
-                return Err(Error::bad_request(
-                    "micro.registry",
-                    format!("node {node:?} needs both an id and an address"),
-                ));
-            }
+            super::validate(service)?;
             let expiry = Instant::now() + opts.ttl;
             let (mut added, mut updated) = (Vec::new(), Vec::new());
             {

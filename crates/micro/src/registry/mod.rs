@@ -174,6 +174,28 @@ pub(crate) fn found_or_not_found(name: &str, found: Vec<Service>) -> Result<Vec<
     }
 }
 
+/// Checks a record before registering it: it needs a name, and every node an id
+/// and an address. The same 400 from every registry.
+pub(crate) fn validate(service: &Service) -> Result<(), Error> {
+    if service.name.is_empty() {
+        return Err(Error::bad_request(
+            "micro.registry",
+            "service name is empty",
+        ));
+    }
+    if let Some(node) = service
+        .nodes
+        .iter()
+        .find(|n| n.id.is_empty() || n.address.is_empty())
+    {
+        return Err(Error::bad_request(
+            "micro.registry",
+            format!("node {node:?} needs both an id and an address"),
+        ));
+    }
+    Ok(())
+}
+
 /// The error every registry returns for an unknown service.
 pub fn service_not_found(name: &str) -> Error {
     Error::not_found("micro.registry", format!("service {name:?} not found"))

@@ -673,19 +673,7 @@ impl Registry for MdnsRegistry {
         opts: RegisterOptions,
     ) -> BoxFuture<'a, Result<(), Error>> {
         async move {
-            if service.name.is_empty() {
-                return Err(Error::bad_request(ERR_ID, "service name is empty"));
-            }
-            if let Some(node) = service
-                .nodes
-                .iter()
-                .find(|n| n.id.is_empty() || n.address.is_empty())
-            {
-                return Err(Error::bad_request(
-                    ERR_ID,
-                    format!("node {node:?} needs both an id and an address"),
-                ));
-            }
+            crate::registry::validate(service)?;
             let expiry = Instant::now() + opts.ttl;
             let mut events = Vec::new();
             for node in &service.nodes {
