@@ -38,6 +38,7 @@ pub mod server;
 mod service;
 mod streaming;
 mod wire;
+pub mod wrapper;
 
 pub use client::Client;
 pub use codec::Message;
@@ -46,6 +47,8 @@ pub use metadata::Metadata;
 pub use request::{CallContext, Request};
 pub use service::{shutdown_signal, Service, ServiceBuilder};
 pub use streaming::{stream_of, ResponseStream, Streaming};
+/// The tower crate micro's wrappers are built on, for writing custom ones.
+pub use tower;
 
 /// A boxed error for `main` functions and hooks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

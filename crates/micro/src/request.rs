@@ -10,6 +10,7 @@ use crate::Metadata;
 /// The context of one call: who called, with which metadata, until when.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
+    pub(crate) service: Arc<str>,
     pub(crate) endpoint: Arc<str>,
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Option<Instant>,
@@ -31,12 +32,21 @@ impl CallContext {
         self
     }
 
+    /// The caller's metadata, to change it (a wrapper replacing the trace context).
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
     /// Sets the deadline.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
     }
 
+    /// The service serving the call (`greeter`).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
     /// The endpoint called (`Greeter.Hello`).
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -26,6 +26,7 @@ use crate::options::{OptionsError, PartialOptions, ServiceOptions};
 use crate::registry::{self, Node, RegisterOptions, Registry};
 use crate::selector::Strategy;
 use crate::server::{Handler, HandlerDesc, Server};
+use crate::wrapper::{self, WrapperContext, Wrappers};
 use crate::{BoxError, Error, Metadata};
 
 type Hook = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), BoxError>> + Send>;
@@ -40,6 +41,7 @@ pub struct Service {
     registry: Arc<dyn Registry>,
     broker: Arc<dyn Broker>,
     client: Client,
+    wrappers: Wrappers,
     hooks: Hooks,
 }
 
@@ -99,6 +101,7 @@ pub struct ServiceBuilder {
     registry: Option<Arc<dyn Registry>>,
     broker: Option<Arc<dyn Broker>>,
     handlers: Vec<HandlerDesc>,
+    wrappers: Wrappers,
     hooks: Hooks,
 }
 
@@ -175,6 +178,12 @@ impl ServiceBuilder {
     /// Adds a handler (a generated `XxxServer`).
     pub fn handler(mut self, handler: impl Handler) -> Self {
         self.handlers.push(handler.into_desc());
+        self
+    }
+    /// Adds middleware written in code (see [`crate::wrapper`]). They sit inside
+    /// the wrappers named by `MICRO_WRAPPERS`.
+    pub fn wrap(mut self, wrappers: Wrappers) -> Self {
+        self.wrappers = self.wrappers.and(wrappers);
         self
     }
     /// The text `--help` shows under the name.
@@ -333,16 +342,35 @@ impl ServiceBuilder {
             )?,
         };
         let strategy: Strategy = options.selector.parse()?;
-        let client = Client::builder()
+        let ctx = WrapperContext {
+            service: options.server_name.clone(),
+            version: options.server_version.clone(),
+            client_retries: options.client_retries,
+            client_request_timeout: options.client_request_timeout,
+            updates: None,
+        };
+        let wrappers =
+            wrapper::from_names(&options.wrappers, &options.wrapper, &ctx)?.and(self.wrappers);
+        let mut client = Client::builder()
             .from_service(options.server_name.clone())
             .registry(registry.clone())
             .strategy(strategy)
-            .request_timeout(options.client_request_timeout)
+            .request_timeout(
+                wrappers
+                    .request_timeout
+                    .unwrap_or(options.client_request_timeout),
+            )
             .retries(options.client_retries)
             .pool_size(options.client_pool_size)
             .dial_timeout(options.client_dial_timeout)
-            .max_body(options.server_max_body)
-            .build();
+            .max_body(options.server_max_body);
+        if let Some(policy) = &wrappers.retry {
+            client = client.retry(policy.clone());
+        }
+        for call in &wrappers.call {
+            client = client.wrap(call.clone());
+        }
+        let client = client.build();
         Ok(Service {
             options,
             handlers: self.handlers,
@@ -350,6 +378,7 @@ impl ServiceBuilder {
             registry,
             broker,
             client,
+            wrappers,
             hooks: self.hooks,
         })
     }
@@ -366,6 +395,7 @@ impl Service {
             registry: None,
             broker: None,
             handlers: Vec::new(),
+            wrappers: Wrappers::new(),
             hooks: Hooks::default(),
         }
     }
@@ -394,7 +424,9 @@ impl Service {
 
     /// A publisher of `topic` that names this service as the sender.
     pub fn publisher(&self, topic: impl Into<String>) -> Publisher {
-        Publisher::new(topic, self.broker.clone()).from_service(self.options.server_name.clone())
+        Publisher::new(topic, self.broker.clone())
+            .from_service(self.options.server_name.clone())
+            .wrap(&self.wrappers.publish)
     }
 
     /// Adds a handler after building, e.g. one that holds a [`Publisher`] made by
@@ -474,6 +506,7 @@ impl Service {
             registry,
             broker,
             client: _,
+            wrappers,
             mut hooks,
         } = self;
         for hook in hooks.before_start.drain(..) {
@@ -487,6 +520,12 @@ impl Service {
             .drain_timeout(options.server_drain_timeout);
         for handler in handlers {
             server = server.handler(handler);
+        }
+        for wrapper in &wrappers.handler {
+            server = server.wrap(wrapper.clone());
+        }
+        for route in &wrappers.routes {
+            server = server.route(route.clone());
         }
         let mut endpoints = server.endpoints()?;
         endpoints.extend(subscribers.iter().map(subscriber_endpoint));
@@ -514,8 +553,9 @@ impl Service {
         let subscribed = async {
             broker.connect().await?;
             for s in subscribers {
+                let handler = wrapper::wrap_subscriber(s.handler, &wrappers.subscriber);
                 let sub = broker
-                    .subscribe(&s.topic, s.handler, s.options)
+                    .subscribe(&s.topic, handler, s.options)
                     .await
                     .map_err(|e| format!("subscribing to {}: {e}", s.topic))?;
                 subscriptions.push(sub);

@@ -73,6 +73,16 @@ impl Message {
     }
 }
 
+/// A message on its way to the broker: what a publish wrapper
+/// ([`PublishWrapper`](crate::wrapper::PublishWrapper)) sees.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// The topic.
+    pub topic: String,
+    /// The message, its standard headers filled in.
+    pub message: Message,
+}
+
 /// How deliveries are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckMode {

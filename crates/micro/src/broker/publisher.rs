@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{Broker, Message, HEADER_CONTENT_TYPE, HEADER_FROM, HEADER_ID, HEADER_TOPIC};
+use super::{
+    Broker, Message, Publication, HEADER_CONTENT_TYPE, HEADER_FROM, HEADER_ID, HEADER_TOPIC,
+};
 use crate::codec::{Format, Message as Payload};
+use crate::wrapper::{layer, PublishService, PublishWrapper};
 use crate::{Error, Metadata};
 
 /// The content type of a payload format on a broker.
@@ -35,12 +38,47 @@ pub(crate) fn content_type(format: Format) -> &'static str {
 /// #     micro::proto::debug::v1::HealthResponse { status: "ok".into() }
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Publisher {
     topic: String,
     broker: Arc<dyn Broker>,
     format: Format,
     from_service: Option<String>,
+    /// The broker inside the publish wrappers; `None` when there are none.
+    wrapped: Option<PublishService>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .field("broker", &self.broker.name())
+            .field("format", &self.format)
+            .field("wrapped", &self.wrapped.is_some())
+            .finish()
+    }
+}
+
+/// The innermost publish service: the broker itself.
+#[derive(Clone)]
+struct BrokerPublish(Arc<dyn Broker>);
+
+impl tower::Service<Publication> for BrokerPublish {
+    type Response = ();
+    type Error = Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<(), Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, p: Publication) -> Self::Future {
+        let broker = self.0.clone();
+        Box::pin(async move { broker.publish(&p.topic, p.message).await })
+    }
 }
 
 impl Publisher {
@@ -51,7 +89,14 @@ impl Publisher {
             broker,
             format: Format::Json,
             from_service: None,
+            wrapped: None,
         }
+    }
+
+    /// Wraps every publish in `wrappers` (the first outermost).
+    pub fn wrap(mut self, wrappers: &[PublishWrapper]) -> Self {
+        self.wrapped = layer::stack(wrappers, BrokerPublish(self.broker.clone()));
+        self
     }
 
     /// The payload format (default JSON).
@@ -99,6 +144,15 @@ impl Publisher {
         if let Some(from) = &self.from_service {
             msg.headers.insert(HEADER_FROM.into(), from.clone());
         }
-        self.broker.publish(&self.topic, msg).await
+        match &self.wrapped {
+            Some(wrapped) => {
+                let publication = Publication {
+                    topic: self.topic.clone(),
+                    message: msg,
+                };
+                layer::call_once(wrapped, publication).await
+            }
+            None => self.broker.publish(&self.topic, msg).await,
+        }
     }
 }

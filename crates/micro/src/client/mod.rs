@@ -27,7 +27,9 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt;
 mod options;
+mod retry;
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,23 +37,27 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use rand::Rng;
 use tokio::time::Instant;
 
+pub use attempt::Attempt;
 pub use options::CallOptions;
+pub use retry::{RetryBudget, RetryPolicy};
 
 use crate::codec::{Format, Message};
-use crate::registry::{MemoryRegistry, Registry};
+use crate::registry::{MemoryRegistry, Node, Registry};
 use crate::selector::{CacheSelector, Outcome, SelectOptions, Selected, Selector, Strategy};
 use crate::server::method::MethodKind;
+use crate::server::RawReply;
 use crate::streaming::{until_deadline, RawStream};
 use crate::wire::pool::Pool;
-use crate::wire::{frame, status, timeout, Body};
+use crate::wire::{frame, status, Body};
+use crate::wrapper::{layer, BoxService, CallWrapper};
 use crate::{Error, Streaming};
+use attempt::{Transport, TransportInner};
 
 /// Default time a call may take: 5 s.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,13 +89,12 @@ pub struct Client {
 }
 
 struct Inner {
-    /// The calling service, sent as `Micro-From-Service`.
-    from_service: Option<HeaderValue>,
     selector: Arc<dyn Selector>,
-    pool: Pool<Body>,
+    transport: Transport,
+    /// The transport wrapped in the call wrappers; `None` when there are none.
+    wrapped: Option<BoxService<Attempt, RawReply>>,
     request_timeout: Duration,
-    retries: u32,
-    max_body: usize,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for Client {
@@ -97,7 +102,8 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("selector", &self.inner.selector)
             .field("request_timeout", &self.inner.request_timeout)
-            .field("retries", &self.inner.retries)
+            .field("retry", &self.inner.retry)
+            .field("wrapped", &self.inner.wrapped.is_some())
             .finish()
     }
 }
@@ -130,10 +136,11 @@ pub struct ClientBuilder {
     selector: Option<Arc<dyn Selector>>,
     strategy: Strategy,
     request_timeout: Duration,
-    retries: u32,
+    retry: RetryPolicy,
     pool_size: usize,
     dial_timeout: Duration,
     max_body: usize,
+    wrappers: Vec<CallWrapper>,
 }
 
 impl ClientBuilder {
@@ -182,7 +189,32 @@ impl ClientBuilder {
     }
     /// Retries after a failed attempt (default 1).
     pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
+        self.retry = self.retry.retries(retries);
+        self
+    }
+    /// How failed attempts are retried: count, back-off and retry budget (default:
+    /// 1 retry, budget of 20% of calls plus 10 a second).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+    /// Wraps every attempt in a middleware; the first added is outermost.
+    ///
+    /// ```
+    /// use micro::wrapper::CallWrapper;
+    ///
+    /// // Any tower layer over attempts; here one that tags every call.
+    /// let tag = tower::layer::layer_fn(|inner| {
+    ///     tower::util::MapRequest::new(inner, |mut attempt: micro::client::Attempt| {
+    ///         attempt.metadata_mut().insert("x-tag", "demo");
+    ///         attempt
+    ///     })
+    /// });
+    /// let client = micro::Client::builder().wrap(CallWrapper::new("tag", tag)).build();
+    /// # let _ = client;
+    /// ```
+    pub fn wrap(mut self, wrapper: CallWrapper) -> Self {
+        self.wrappers.push(wrapper);
         self
     }
     /// Most connections kept open (default 100).
@@ -208,16 +240,20 @@ impl ClientBuilder {
                 .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
             Arc::new(CacheSelector::new(registry, self.strategy))
         });
+        let transport = Transport(Arc::new(TransportInner {
+            from_service: self
+                .from_service
+                .and_then(|n| HeaderValue::from_str(&n).ok()),
+            pool: Pool::new(ID, self.dial_timeout).max_size(self.pool_size),
+            max_body: self.max_body,
+        }));
         Client {
             inner: Arc::new(Inner {
-                from_service: self
-                    .from_service
-                    .and_then(|n| HeaderValue::from_str(&n).ok()),
                 selector,
-                pool: Pool::new(ID, self.dial_timeout).max_size(self.pool_size),
+                wrapped: layer::stack(&self.wrappers, transport.clone()),
+                transport,
                 request_timeout: self.request_timeout,
-                retries: self.retries,
-                max_body: self.max_body,
+                retry: self.retry,
             }),
         }
     }
@@ -243,10 +279,11 @@ impl Client {
             selector: None,
             strategy: Strategy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            retries: DEFAULT_RETRIES,
+            retry: RetryPolicy::default(),
             pool_size: DEFAULT_POOL_SIZE,
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             max_body: crate::server::DEFAULT_MAX_BODY,
+            wrappers: Vec::new(),
         }
     }
 
@@ -424,7 +461,7 @@ impl Client {
         }
     }
 
-    /// The address of one attempt: the pinned one, or a node the selector picks
+    /// The node of one attempt: the pinned address, or a node the selector picks
     /// (kept in `picked` for [`Client::mark`], and noted in `tried`).
     async fn resolve(
         &self,
@@ -432,9 +469,13 @@ impl Client {
         opts: &CallOptions,
         tried: &mut Vec<String>,
         picked: &mut Option<Selected>,
-    ) -> Result<String, Error> {
+    ) -> Result<Arc<Node>, Error> {
         if let Some(address) = &opts.address {
-            return Ok(address.clone());
+            return Ok(Arc::new(Node {
+                id: address.clone(),
+                address: address.clone(),
+                ..Default::default()
+            }));
         }
         let mut select = SelectOptions::new()
             .tried(tried)
@@ -444,10 +485,10 @@ impl Client {
             select = select.version(version);
         }
         let selected = self.inner.selector.select(target.service, select).await?;
-        let address = selected.node().address.clone();
-        tried.push(selected.node().id.clone());
+        let node = selected.node().clone();
+        tried.push(node.id.clone());
         *picked = Some(selected);
-        Ok(address)
+        Ok(node)
     }
 
     /// Tells the selector how an attempt on the node it picked went, and ends the
@@ -458,101 +499,22 @@ impl Client {
         }
     }
 
-    fn request(
-        &self,
-        address: &str,
-        target: &Target<'_>,
-        body: Body,
-        deadline: Instant,
-        opts: &CallOptions,
-    ) -> Result<Request<Body>, Error> {
-        let mut req = Request::new(body);
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = format!("http://{address}{}", target.path)
-            .parse()
-            .map_err(|e| Error::bad_request(ID, format!("bad address {address:?}: {e}")))?;
-        let headers = req.headers_mut();
-        // The trace context of the request being handled travels on, unless the
-        // caller set its own.
-        crate::request::inherited_trace().write_headers(headers);
-        opts.metadata.write_headers(headers);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(target.format.grpc_content_type()),
-        );
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        if let Ok(v) = HeaderValue::from_str(target.endpoint) {
-            headers.insert("micro-endpoint", v);
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if let Ok(v) = HeaderValue::from_str(&timeout::format_grpc_timeout(remaining)) {
-            headers.insert("grpc-timeout", v);
-        }
-        if let Some(from) = &self.inner.from_service {
-            if !headers.contains_key("micro-from-service") {
-                headers.insert("micro-from-service", from.clone());
-            }
-        }
-        Ok(req)
-    }
-
-    /// Sends one request to one node and returns the response head.
-    async fn send(&self, address: &str, req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        let mut sender = self.inner.pool.get(address).await?;
-        let sent = async {
-            sender.ready().await?;
-            sender.send_request(req).await
-        };
-        sent.await.map_err(|e| {
-            self.inner.pool.discard(address);
-            Error::service_unavailable(ID, format!("calling {address}: {e}"))
-        })
-    }
-
     async fn unary(
         &self,
         target: Target<'_>,
         framed: Bytes,
         opts: &CallOptions,
     ) -> Result<Bytes, Error> {
-        let deadline = self.deadline(opts);
-        let attempts = 1 + opts.retries.unwrap_or(self.inner.retries);
-        let mut tried = Vec::new();
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                backoff(attempt, deadline).await;
-            }
-            let mut picked = None;
-            let once = async {
-                let address = self.resolve(&target, opts, &mut tried, &mut picked).await?;
-                let req = self.request(
-                    &address,
-                    &target,
-                    Body::full(framed.clone()),
-                    deadline,
-                    opts,
-                )?;
-                let rsp = self.send(&address, req).await?;
-                read_unary(rsp, self.inner.max_body).await
-            };
-            let result = tokio::time::timeout_at(deadline, once)
-                .await
-                .unwrap_or_else(|_| Err(deadline_passed(&target)));
-            self.mark(&target, picked, &result);
-            let err = match result {
-                Ok(bytes) => return Ok(bytes),
-                Err(e) => e,
-            };
-            if attempt + 1 == attempts
-                || !err.is_retryable(opts.idempotent)
-                || Instant::now() >= deadline
-            {
-                return Err(err);
-            }
-            tracing::debug!(service = target.service, endpoint = target.endpoint, error = %err, "retrying");
+        match self
+            .dispatch(target, Payload::Replayable(framed), opts, false)
+            .await?
+        {
+            RawReply::One(bytes) => Ok(bytes),
+            RawReply::Stream(_) => Err(Error::internal_server_error(
+                ID,
+                "a call wrapper answered a unary call with a stream",
+            )),
         }
-        Err(Error::internal_server_error(ID, "no attempt was made"))
     }
 
     /// Opens a streaming call. A single-request call may be retried until a node
@@ -561,57 +523,106 @@ impl Client {
         &self,
         target: Target<'_>,
         single: Option<Bytes>,
-        mut body: Option<Body>,
+        body: Option<Body>,
         opts: &CallOptions,
     ) -> Result<RawStream, Error> {
-        let deadline = self.deadline(opts);
-        let attempts = if single.is_some() {
-            1 + opts.retries.unwrap_or(self.inner.retries)
-        } else {
-            1
+        let payload = match single {
+            Some(framed) => Payload::Replayable(framed),
+            None => Payload::Once(body),
         };
-        let mut tried = Vec::new();
-        let mut attempt = 0;
-        loop {
-            if attempt > 0 {
-                backoff(attempt, deadline).await;
+        let deadline = self.deadline(opts);
+        match self.dispatch(target, payload, opts, true).await? {
+            RawReply::Stream(s) => Ok(until_deadline(s, deadline, deadline_passed(&target))),
+            RawReply::One(bytes) => {
+                Ok(futures_util::stream::once(async move { Ok(bytes) }).boxed())
             }
-            attempt += 1;
-            let body = match (&single, body.take()) {
-                (Some(framed), _) => Body::full(framed.clone()),
-                (None, Some(b)) => b,
-                (None, None) => Body::Empty,
-            };
+        }
+    }
+
+    /// Runs the attempts of one call: pick a node, send the attempt through the call
+    /// wrappers, tell the selector how the node did, and retry on another node while
+    /// the error allows it, the policy and its budget allow it, and the deadline has
+    /// not passed.
+    async fn dispatch(
+        &self,
+        target: Target<'_>,
+        mut payload: Payload,
+        opts: &CallOptions,
+        streams: bool,
+    ) -> Result<RawReply, Error> {
+        let deadline = self.deadline(opts);
+        let policy = &self.inner.retry;
+        let retries = match payload {
+            Payload::Replayable(_) => opts.retries.unwrap_or(policy.retries),
+            Payload::Once(_) => 0,
+        };
+        let service: Arc<str> = target.service.into();
+        let endpoint: Arc<str> = target.endpoint.into();
+        let path: Arc<str> = target.path.into();
+        // The trace context of the request being handled travels on, unless the
+        // caller set its own.
+        let mut metadata = crate::request::inherited_trace();
+        metadata.merge(&opts.metadata);
+        policy.on_call();
+        let mut tried = Vec::new();
+        let mut number = 0;
+        loop {
             let mut picked = None;
+            let body = payload.body();
             let once = async {
-                let address = self.resolve(&target, opts, &mut tried, &mut picked).await?;
-                let req = self.request(&address, &target, body, deadline, opts)?;
-                let rsp = self.send(&address, req).await?;
-                check_head(&rsp)?;
-                Ok::<_, Error>(rsp)
+                let node = self.resolve(&target, opts, &mut tried, &mut picked).await?;
+                let attempt = Attempt {
+                    service: service.clone(),
+                    endpoint: endpoint.clone(),
+                    node,
+                    metadata: metadata.clone(),
+                    deadline,
+                    number,
+                    path: path.clone(),
+                    format: target.format,
+                    body,
+                    streams,
+                };
+                match &self.inner.wrapped {
+                    Some(wrapped) => layer::call_once(wrapped, attempt).await,
+                    None => self.inner.transport.attempt(attempt).await,
+                }
             };
-            let result = match tokio::time::timeout_at(deadline, once).await {
-                Ok(result) => result,
-                Err(_) => return Err(deadline_passed(&target)),
-            };
-            // The node answered the head (or failed): its attempt is over as far as
-            // selection goes.
+            let result = tokio::time::timeout_at(deadline, once)
+                .await
+                .unwrap_or_else(|_| Err(deadline_passed(&target)));
             self.mark(&target, picked, &result);
             let err = match result {
-                Ok(rsp) => {
-                    let frames = frame::FrameStream::new(rsp.into_body(), self.inner.max_body)
-                        .with_trailers(status::check_trailers);
-                    return Ok(until_deadline(
-                        frames.boxed(),
-                        deadline,
-                        deadline_passed(&target),
-                    ));
-                }
+                Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
-            if attempt >= attempts || !err.is_retryable(opts.idempotent) {
+            if number >= retries || !err.is_retryable(opts.idempotent) || Instant::now() >= deadline
+            {
                 return Err(err);
             }
+            if !policy.allow_retry() {
+                tracing::debug!(service = target.service, endpoint = target.endpoint, error = %err, "not retrying: the retry budget is spent");
+                return Err(err);
+            }
+            number += 1;
+            tracing::debug!(service = target.service, endpoint = target.endpoint, error = %err, "retrying");
+            policy.wait(number, deadline).await;
+        }
+    }
+}
+
+/// The request body of a call: replayable for every attempt, or a stream that can
+/// be sent once.
+enum Payload {
+    Replayable(Bytes),
+    Once(Option<Body>),
+}
+
+impl Payload {
+    fn body(&mut self) -> Body {
+        match self {
+            Payload::Replayable(framed) => Body::full(framed.clone()),
+            Payload::Once(body) => body.take().unwrap_or(Body::Empty),
         }
     }
 }
@@ -624,18 +635,6 @@ fn deadline_passed(target: &Target<'_>) -> Error {
             target.service, target.endpoint
         ),
     )
-}
-
-/// Waits before a retry: exponential from 10 ms with full jitter, at most 1 s, never
-/// past the deadline.
-async fn backoff(attempt: u32, deadline: Instant) {
-    let cap = Duration::from_millis(
-        10u64
-            .saturating_mul(4u64.saturating_pow(attempt - 1))
-            .min(1000),
-    );
-    let wait = rand::rng().random_range(Duration::ZERO..=cap);
-    tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
 }
 
 /// Errors visible in the response head: a non-200 status or a trailers-only error.

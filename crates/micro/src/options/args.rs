@@ -56,6 +56,11 @@ pub struct ServiceArgs {
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub wrappers: Vec<String>,
 
+    /// A setting of a wrapper, repeatable: --wrapper ratelimit.rate=100
+    /// [env: MICRO_WRAPPER_<NAME>_<KEY>]
+    #[arg(long, value_name = "NAME.KEY=VALUE", value_parser = parse_wrapper_setting)]
+    pub wrapper: Vec<String>,
+
     /// The server flags.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -215,6 +220,9 @@ impl ServiceArgs {
         PartialOptions {
             config_file: self.config_file.clone(),
             wrappers: list(&self.wrappers),
+            wrapper: (!self.wrapper.is_empty())
+                .then(|| crate::wrapper::Settings::from_flags(&self.wrapper).ok())
+                .flatten(),
             ..PartialOptions::default()
         }
         .or(self.server.to_partial())
@@ -287,4 +295,10 @@ impl ClientArgs {
             ..PartialOptions::default()
         }
     }
+}
+
+/// Checks a `--wrapper` flag's shape (`name.key=value`) when it is parsed.
+fn parse_wrapper_setting(text: &str) -> Result<String, String> {
+    crate::wrapper::Settings::from_flags([text]).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::{OptionsError, PartialOptions, KEYS};
 use crate::metadata::Metadata;
+use crate::wrapper::Settings;
 
 /// The formats a config file may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,12 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<PartialOptions, OptionsEr
 
     let mut options = PartialOptions::default();
     for (key, value) in table {
+        if key == "wrapper" {
+            let settings =
+                Settings::from_file_table(value).map_err(|e| file_error(e.to_string()))?;
+            options.wrapper = Some(settings);
+            continue;
+        }
         if !KEYS.contains(&key.as_str()) {
             return Err(OptionsError::UnknownKey {
                 path: path.to_path_buf(),

@@ -51,6 +51,7 @@ pub use args::{BrokerArgs, ClientArgs, RegistryArgs, ServerArgs, ServiceArgs};
 pub use values::{format_duration, format_size, parse_address, parse_duration, parse_size};
 
 use crate::metadata::{parse_pairs, Metadata};
+use crate::wrapper::Settings;
 use values::{complete_host, parse_dial_address, parse_list};
 
 /// The key of every option: the flag without `--`, the key under `micro` in a file,
@@ -77,6 +78,7 @@ const KEYS: &[&str] = &[
     "client_pool_size",
     "client_dial_timeout",
     "wrappers",
+    "wrapper",
     "proxy",
     "config_file",
 ];
@@ -167,6 +169,9 @@ pub struct ServiceOptions {
     pub client_dial_timeout: Duration,
     /// `--wrappers` / `MICRO_WRAPPERS` (comma-separated): names of middleware.
     pub wrappers: Vec<String>,
+    /// `--wrapper <name>.<key>=<value>` / `MICRO_WRAPPER_<NAME>_<KEY>` /
+    /// `micro.wrapper.<name>.<key>`: settings of the wrappers, merged key by key.
+    pub wrapper: Settings,
     /// `--proxy` / `MICRO_PROXY`: `host:port` of a micro proxy to send every call
     /// through (`:8081` means `127.0.0.1:8081`).
     pub proxy: Option<String>,
@@ -200,6 +205,7 @@ impl Default for ServiceOptions {
             client_pool_size: 100,
             client_dial_timeout: Duration::from_secs(5),
             wrappers: Vec::new(),
+            wrapper: Settings::default(),
             proxy: None,
             config_file: None,
         }
@@ -327,6 +333,7 @@ pub struct PartialOptions {
     pub client_pool_size: Option<usize>,
     pub client_dial_timeout: Option<Duration>,
     pub wrappers: Option<Vec<String>>,
+    pub wrapper: Option<Settings>,
     pub proxy: Option<String>,
     pub config_file: Option<PathBuf>,
 }
@@ -357,6 +364,10 @@ impl PartialOptions {
             client_pool_size: self.client_pool_size.or(lower.client_pool_size),
             client_dial_timeout: self.client_dial_timeout.or(lower.client_dial_timeout),
             wrappers: self.wrappers.or(lower.wrappers),
+            wrapper: match (self.wrapper, lower.wrapper) {
+                (Some(upper), Some(lower)) => Some(upper.or(lower)),
+                (upper, lower) => upper.or(lower),
+            },
             proxy: self.proxy.or(lower.proxy),
             config_file: self.config_file.or(lower.config_file),
         }
@@ -392,6 +403,7 @@ impl PartialOptions {
             client_pool_size: self.client_pool_size.unwrap_or(d.client_pool_size),
             client_dial_timeout: self.client_dial_timeout.unwrap_or(d.client_dial_timeout),
             wrappers: self.wrappers.unwrap_or(d.wrappers),
+            wrapper: self.wrapper.unwrap_or(d.wrapper),
             proxy: self
                 .proxy
                 .map(|p| complete_host(p, "127.0.0.1"))
@@ -439,6 +451,10 @@ impl PartialOptions {
                     expected,
                 })?;
         }
+        let wrapper = Settings::from_env(env);
+        if wrapper != Settings::default() {
+            options.wrapper = Some(wrapper);
+        }
         Ok(options)
     }
 
@@ -462,6 +478,13 @@ impl PartialOptions {
     fn set(&mut self, key: &str, raw: &str) -> Result<(), String> {
         let text = || raw.trim().to_string();
         match key {
+            "wrapper" => {
+                return Err(
+                    "wrapper settings are set one by one: MICRO_WRAPPER_<NAME>_<KEY>=<value>, \
+                     e.g. MICRO_WRAPPER_RATELIMIT_RATE=100"
+                        .into(),
+                )
+            }
             "server_name" => self.server_name = Some(text()),
             "server_version" => self.server_version = Some(text()),
             "server_id" => self.server_id = Some(text()),
@@ -554,6 +577,7 @@ impl From<ServiceOptions> for PartialOptions {
             client_pool_size: Some(o.client_pool_size),
             client_dial_timeout: Some(o.client_dial_timeout),
             wrappers: Some(o.wrappers),
+            wrapper: Some(o.wrapper),
             proxy: o.proxy,
             config_file: o.config_file,
         }
@@ -568,6 +592,7 @@ fn parse_count<N: std::str::FromStr>(raw: &str) -> Result<N, String> {
 
 /// Shows the code defaults in `--help` in place of the built-in ones.
 fn help_with_defaults(mut command: Command, code_defaults: &PartialOptions) -> Command {
+    command = command.after_long_help(crate::wrapper::help());
     for key in KEYS {
         let Some(value) = code_defaults.display(key) else {
             continue;

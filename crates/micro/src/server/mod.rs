@@ -14,6 +14,7 @@
 mod debug;
 mod grpc;
 mod handler;
+mod http_route;
 mod json;
 pub mod method;
 mod router;
@@ -26,9 +27,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use handler::{Handler, HandlerDesc, MethodDesc, TypeDesc};
+pub use http_route::HttpRoute;
 pub use method::{MethodKind, RawBody, RawReply, RawRequest};
 
 use crate::registry::Endpoint;
+use crate::wrapper::HandlerWrapper;
 use crate::Error;
 use router::Router;
 use serve::Stats;
@@ -48,6 +51,8 @@ pub struct Server {
     read_timeout: Duration,
     drain_timeout: Duration,
     handlers: Vec<HandlerDesc>,
+    wrappers: Vec<HandlerWrapper>,
+    routes: Vec<HttpRoute>,
     stats: Arc<Stats>,
 }
 
@@ -73,6 +78,8 @@ impl Server {
             read_timeout: DEFAULT_READ_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             handlers: Vec::new(),
+            wrappers: Vec::new(),
+            routes: Vec::new(),
             stats: Arc::new(Stats::new()),
         }
     }
@@ -87,6 +94,33 @@ impl Server {
     /// Adds a handler (a generated `XxxServer`).
     pub fn handler(mut self, handler: impl Handler) -> Self {
         self.handlers.push(handler.into_desc());
+        self
+    }
+
+    /// Wraps every handler (but the internal `Debug` ones) in a middleware; the
+    /// first added is outermost.
+    ///
+    /// ```
+    /// use micro::wrapper::HandlerWrapper;
+    ///
+    /// // Any tower layer over raw requests; here one that stamps each request.
+    /// let stamp = tower::layer::layer_fn(|inner| {
+    ///     tower::util::MapRequest::new(inner, |mut req: micro::server::RawRequest| {
+    ///         req.ctx.metadata_mut().insert("x-served-by", "greeter-1");
+    ///         req
+    ///     })
+    /// });
+    /// let server = micro::server::Server::new("greeter").wrap(HandlerWrapper::new("stamp", stamp));
+    /// # let _ = server;
+    /// ```
+    pub fn wrap(mut self, wrapper: HandlerWrapper) -> Self {
+        self.wrappers.push(wrapper);
+        self
+    }
+
+    /// Serves a plain HTTP page on `GET` at its path.
+    pub fn route(mut self, route: HttpRoute) -> Self {
+        self.routes.push(route);
         self
     }
 
@@ -112,13 +146,10 @@ impl Server {
 
     fn router(&self) -> Result<Router, Error> {
         let mut router = Router::default();
-        router.add(debug::handler(
-            self.name.clone(),
-            self.version.clone(),
-            self.stats.clone(),
-        ))?;
+        let debug = debug::handler(self.name.clone(), self.version.clone(), self.stats.clone());
+        router.add(&self.name, debug, &[])?;
         for desc in &self.handlers {
-            router.add(desc.clone())?;
+            router.add(&self.name, desc.clone(), &self.wrappers)?;
         }
         Ok(router)
     }
@@ -142,6 +173,7 @@ impl Server {
             max_body: self.max_body,
             read_timeout: self.read_timeout,
             router,
+            routes: self.routes,
             stats: self.stats.clone(),
         });
         serve::serve(shared, listener, shutdown, self.drain_timeout).await;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::handler::HandlerDesc;
 use super::method::{BoxMethodHandler, MethodKind};
+use super::serve::EndpointService;
 use crate::registry::Endpoint;
+use crate::wrapper::{HandlerService, HandlerWrapper};
 use crate::Error;
 
 /// One routable endpoint.
@@ -15,6 +17,22 @@ pub(crate) struct Route {
     pub(crate) endpoint: Arc<str>,
     pub(crate) kind: MethodKind,
     pub(crate) handler: BoxMethodHandler,
+    /// The service name, the `id` of errors raised around the handler.
+    pub(crate) service: Arc<str>,
+    /// The handler inside the handler wrappers; `None` when there are none (or the
+    /// handler is internal, such as `Debug.Health`).
+    pub(crate) wrapped: Option<HandlerService>,
+}
+
+impl Route {
+    /// The handler as the innermost service of the wrapper stack.
+    pub(crate) fn endpoint(&self) -> EndpointService {
+        EndpointService {
+            service: self.service.clone(),
+            endpoint: self.endpoint.clone(),
+            handler: self.handler.clone(),
+        }
+    }
 }
 
 /// All endpoints a server serves.
@@ -27,8 +45,14 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// Adds a handler; an endpoint served twice is an error.
-    pub(crate) fn add(&mut self, desc: HandlerDesc) -> Result<(), Error> {
+    /// Adds a handler, its methods wrapped in `wrappers` unless it is internal; an
+    /// endpoint served twice is an error.
+    pub(crate) fn add(
+        &mut self,
+        service: &Arc<str>,
+        desc: HandlerDesc,
+        wrappers: &[HandlerWrapper],
+    ) -> Result<(), Error> {
         for method in &desc.methods {
             let endpoint = desc.endpoint_name(method);
             let path = desc.grpc_path(method);
@@ -38,11 +62,16 @@ impl Router {
                     format!("endpoint {endpoint} ({path}) is registered twice"),
                 ));
             }
-            let route = Route {
+            let mut route = Route {
                 endpoint: endpoint.as_str().into(),
                 kind: method.kind,
                 handler: method.handler.clone(),
+                service: service.clone(),
+                wrapped: None,
             };
+            if !desc.internal {
+                route.wrapped = crate::wrapper::layer::stack(wrappers, route.endpoint());
+            }
             self.by_path.insert(path, route.clone());
             self.by_endpoint.insert(endpoint, route);
         }

@@ -21,7 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use super::method::{RawReply, RawRequest};
+use super::method::{BoxMethodHandler, RawReply, RawRequest};
 use super::router::{Route, Router};
 use super::{grpc, json};
 use crate::codec::ContentType;
@@ -58,12 +58,14 @@ pub(crate) struct Shared {
     /// Longest a client may take to send request headers or a unary body.
     pub(crate) read_timeout: Duration,
     pub(crate) router: Router,
+    /// Plain HTTP pages served on GET (`/metrics`).
+    pub(crate) routes: Vec<super::HttpRoute>,
     pub(crate) stats: Arc<Stats>,
 }
 
 impl Shared {
-    /// Calls the endpoint within the deadline, counting requests and errors, and
-    /// turning a handler panic into a 500 instead of a dropped connection.
+    /// Calls the endpoint through its wrappers, counting requests and errors; a
+    /// streamed answer ends at the deadline.
     pub(crate) async fn call(
         &self,
         route: &Route,
@@ -71,32 +73,15 @@ impl Shared {
         deadline: Option<Instant>,
     ) -> Result<RawReply, Error> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let inherited = crate::request::Inherited::of(&req.ctx);
-        let call = AssertUnwindSafe(crate::request::with_inherited(
-            inherited,
-            route.handler.call(req),
-        ))
-        .catch_unwind();
-        let outcome = match deadline {
-            Some(at) => tokio::time::timeout_at(at, call).await.ok(),
-            None => Some(call.await),
-        };
-        let result = match outcome {
-            None => Err(self.deadline_error(&route.endpoint)),
-            Some(Err(_panic)) => {
-                tracing::error!(endpoint = %route.endpoint, "handler panicked");
-                Err(Error::internal_server_error(
-                    self.name.as_ref(),
-                    format!("{} failed unexpectedly", route.endpoint),
-                ))
-            }
-            Some(Ok(result)) => result,
+        let result = match &route.wrapped {
+            Some(wrapped) => crate::wrapper::layer::call_once(wrapped, req).await,
+            None => route.endpoint().call_guarded(req).await,
         };
         let result = match (result, deadline) {
             (Ok(RawReply::Stream(s)), Some(at)) => Ok(RawReply::Stream(until_deadline(
                 s,
                 at,
-                self.deadline_error(&route.endpoint),
+                deadline_error(&self.name, &route.endpoint),
             ))),
             (other, _) => other,
         };
@@ -106,15 +91,20 @@ impl Shared {
         result
     }
 
-    fn deadline_error(&self, endpoint: &str) -> Error {
-        Error::timeout(
-            self.name.as_ref(),
-            format!("{endpoint} did not finish before the caller's deadline"),
-        )
-    }
-
     async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let (parts, body) = req.into_parts();
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            if let Some(route) = self.routes.iter().find(|r| r.path() == parts.uri.path()) {
+                let head_only = parts.method == Method::HEAD;
+                let (rsp_parts, bytes) = route.serve(parts).await.into_parts();
+                let body = if head_only {
+                    Body::Empty
+                } else {
+                    Body::full(bytes)
+                };
+                return Response::from_parts(rsp_parts, body);
+            }
+        }
         let content_type = match parts.headers.get(header::CONTENT_TYPE) {
             // A client that sends no content type at all means JSON.
             None => Some(ContentType::Json),
@@ -185,11 +175,74 @@ impl Shared {
         remote: SocketAddr,
     ) -> CallContext {
         CallContext {
+            service: self.name.clone(),
             endpoint: route.endpoint.clone(),
             metadata: Metadata::from_headers(headers),
             deadline,
             remote_addr: Some(remote),
         }
+    }
+}
+
+fn deadline_error(service: &str, endpoint: &str) -> Error {
+    Error::timeout(
+        service,
+        format!("{endpoint} did not finish before the caller's deadline"),
+    )
+}
+
+/// The innermost handler service: runs one endpoint's handler with the request's
+/// deadline and trace context inherited by the calls it makes, stops it at the
+/// deadline, and turns a panic into a 500 instead of a dropped connection.
+#[derive(Clone)]
+pub(crate) struct EndpointService {
+    pub(crate) service: Arc<str>,
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) handler: BoxMethodHandler,
+}
+
+impl EndpointService {
+    pub(crate) async fn call_guarded(&self, req: RawRequest) -> Result<RawReply, Error> {
+        let deadline = req.ctx.deadline;
+        let inherited = crate::request::Inherited::of(&req.ctx);
+        let call = AssertUnwindSafe(crate::request::with_inherited(
+            inherited,
+            self.handler.call(req),
+        ))
+        .catch_unwind();
+        let outcome = match deadline {
+            Some(at) => tokio::time::timeout_at(at, call).await.ok(),
+            None => Some(call.await),
+        };
+        match outcome {
+            None => Err(deadline_error(&self.service, &self.endpoint)),
+            Some(Err(_panic)) => {
+                tracing::error!(endpoint = %self.endpoint, "handler panicked");
+                Err(Error::internal_server_error(
+                    self.service.as_ref(),
+                    format!("{} failed unexpectedly", self.endpoint),
+                ))
+            }
+            Some(Ok(result)) => result,
+        }
+    }
+}
+
+impl tower::Service<RawRequest> for EndpointService {
+    type Response = RawReply;
+    type Error = Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<RawReply, Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: RawRequest) -> Self::Future {
+        let endpoint = self.clone();
+        async move { endpoint.call_guarded(req).await }.boxed()
     }
 }
 
