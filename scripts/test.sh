@@ -63,5 +63,6 @@ step "Benchmark smoke run (correctness of the bench harness, not a measurement)"
 cargo run --quiet -p bench-rpc -- --smoke
 cargo run --quiet -p bench-registry -- --smoke
 cargo run --quiet -p bench-broker -- --smoke
+cargo run --quiet -p bench-wrappers -- --smoke
 
 step "All tests passed"

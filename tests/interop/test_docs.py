@@ -391,8 +391,10 @@ def test_options_table_lists_every_option_with_its_env_var():
     keys = re.findall(r'"([a-z_]+)"', keys[: keys.index("];")])
     assert len(keys) >= 20
     for key in keys:
-        row = re.search(rf"^\| `{key}` \| `MICRO_{key.upper()}` \|", text, re.M)
-        assert row, f"options.md has no table row for {key} / MICRO_{key.upper()}"
+        # Wrapper settings have one variable per wrapper and key.
+        var = "MICRO_WRAPPER_<NAME>_<KEY>" if key == "wrapper" else f"MICRO_{key.upper()}"
+        row = re.search(rf"^\| `{key}` \| `{re.escape(var)}` \|", text, re.M)
+        assert row, f"options.md has no table row for {key} / {var}"
     out = subprocess.run([str(binary("greeter")), "--help"], capture_output=True, text=True, timeout=30)
     for key in keys:
         assert f"--{key}" in out.stdout and f"MICRO_{key.upper()}" in out.stdout, key

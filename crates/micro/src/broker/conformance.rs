@@ -724,7 +724,8 @@ impl Suite {
         let failing = {
             let seen = seen.clone();
             handler(move |d| {
-                let fail = !d.message.headers.contains_key(PROBE) && seq(&d.message) % 2 == 0;
+                let fail =
+                    !d.message.headers.contains_key(PROBE) && seq(&d.message).is_multiple_of(2);
                 seen.record(&d.topic, d.message);
                 async move {
                     if fail {

@@ -197,7 +197,7 @@ pub fn format_size(bytes: usize) -> String {
     let n = bytes as u64;
     if n > 0 {
         for (name, size) in UNITS {
-            if n % size == 0 {
+            if n.is_multiple_of(size) {
                 return format!("{}{name}", n / size);
             }
         }

@@ -56,7 +56,18 @@ pub struct Builtin {
 }
 
 /// Every built-in wrapper.
-pub const BUILTINS: &[Builtin] = &[super::timeout::BUILTIN, super::retry::BUILTIN];
+pub const BUILTINS: &[Builtin] = &[
+    super::timeout::BUILTIN,
+    super::retry::BUILTIN,
+    super::chaos::BUILTIN,
+    super::metrics::BUILTIN,
+    super::log::BUILTIN,
+    super::ratelimit::BUILTIN,
+    super::concurrency::BUILTIN,
+    super::breaker::BUILTIN,
+    super::trace::BUILTIN,
+    super::auth::BUILTIN,
+];
 
 /// The wrappers named in `names` (in that order, the first outermost), made with
 /// `settings`, followed by the always-on ones that are not named. An unknown name or

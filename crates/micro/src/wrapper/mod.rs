@@ -70,8 +70,16 @@ mod builtin;
 pub(crate) mod layer;
 mod settings;
 
+pub mod auth;
+pub mod breaker;
+mod chaos;
+mod concurrency;
+mod log;
+mod metrics;
+mod ratelimit;
 mod retry;
 mod timeout;
+pub mod trace;
 
 use std::sync::Arc;
 

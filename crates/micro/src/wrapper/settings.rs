@@ -42,9 +42,28 @@ pub struct Key {
 /// assert_eq!(merged.value("ratelimit", "rate"), Some(&serde_json::json!(50)));
 /// assert_eq!(merged.value("ratelimit", "burst"), Some(&serde_json::json!(20)));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Settings {
     by_wrapper: BTreeMap<String, Map<String, Value>>,
+}
+
+impl fmt::Debug for Settings {
+    /// Values of secret settings (`auth.secret`, `auth.token`, `trace.headers`, …)
+    /// are shown as `"<redacted>"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (wrapper, keys) in &self.by_wrapper {
+            for (key, value) in keys {
+                let shown = if is_secret(key) {
+                    Value::String("<redacted>".into())
+                } else {
+                    value.clone()
+                };
+                map.entry(&format!("{wrapper}.{key}"), &shown);
+            }
+        }
+        map.finish()
+    }
 }
 
 /// A setting that could not be read: where it came from and why.
@@ -59,9 +78,22 @@ impl fmt::Display for SettingsError {
 
 impl std::error::Error for SettingsError {}
 
-/// Text from a flag or variable: JSON if it parses, else the string itself.
+/// Text from a flag or variable: JSON if it parses, else the string itself. A
+/// number that would not read back as written (too many digits for a 64-bit
+/// number: a long numeric secret) stays text.
 fn text_value(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+    match serde_json::from_str(text) {
+        Ok(Value::Number(n)) if n.to_string() != text.trim() => Value::String(text.to_string()),
+        Ok(value) => value,
+        Err(_) => Value::String(text.to_string()),
+    }
+}
+
+/// Whether a setting holds a secret, so that `Debug` output hides its value.
+fn is_secret(key: &str) -> bool {
+    ["secret", "token", "password", "api_keys", "headers"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 impl Settings {
@@ -174,20 +206,35 @@ impl Settings {
                 object.insert(key.name.to_string(), text_value(key.default));
             }
         }
-        if let Some(set) = self.by_wrapper.get(wrapper) {
-            for (name, value) in set {
-                if !keys.iter().any(|k| k.name == name) {
-                    let known: Vec<_> = keys.iter().map(|k| k.name).collect();
-                    return Err(SettingsError(format!(
-                        "wrapper {wrapper} has no setting {name:?}; its settings are: {}",
-                        known.join(", ")
-                    )));
-                }
-                object.insert(name.clone(), value.clone());
+        let defaults = object.clone();
+        let set = self.by_wrapper.get(wrapper);
+        for (name, value) in set.into_iter().flatten() {
+            if !keys.iter().any(|k| k.name == name) {
+                let known: Vec<_> = keys.iter().map(|k| k.name).collect();
+                return Err(SettingsError(format!(
+                    "wrapper {wrapper} has no setting {name:?}; its settings are: {}",
+                    known.join(", ")
+                )));
             }
+            object.insert(name.clone(), value.clone());
         }
-        serde_json::from_value(Value::Object(object))
-            .map_err(|e| SettingsError(format!("wrapper {wrapper}: {e}")))
+        serde_json::from_value(Value::Object(object)).map_err(|e| {
+            // serde_json does not say which field failed: find the first key that
+            // fails on its own over the defaults, and name it with its value.
+            let culprit = set.into_iter().flatten().find(|(name, value)| {
+                let mut alone = defaults.clone();
+                alone.insert((*name).clone(), (*value).clone());
+                serde_json::from_value::<T>(Value::Object(alone)).is_err()
+            });
+            match culprit {
+                Some((name, value)) => SettingsError(format!(
+                    "wrapper {wrapper}: {name}={value}: {e} (set it with --wrapper {wrapper}.{name}=…, \
+                     {} or micro.wrapper.{wrapper}.{name})",
+                    env_var(wrapper, name)
+                )),
+                None => SettingsError(format!("wrapper {wrapper}: {e}")),
+            }
+        })
     }
 }
 
@@ -285,6 +332,23 @@ mod tests {
             let e = Settings::from_flags([bad]).unwrap_err();
             assert!(e.0.contains("expected <wrapper>.<key>=<value>"), "{e}");
         }
+    }
+
+    #[test]
+    fn long_numbers_stay_text_and_secrets_are_redacted() {
+        let s = Settings::from_flags(["auth.secret=123456789012345678901234567890", "a.n=1.5"])
+            .unwrap();
+        assert_eq!(
+            s.value("auth", "secret"),
+            Some(&Value::from("123456789012345678901234567890"))
+        );
+        assert_eq!(s.value("a", "n"), Some(&Value::from(1.5)));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("1234567890") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(shown.contains("\"a.n\": Number(1.5)"), "{shown}");
     }
 
     #[test]
