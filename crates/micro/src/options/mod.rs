@@ -37,7 +37,7 @@
 //! ```
 
 mod args;
-mod file;
+pub(crate) mod file;
 mod values;
 
 use std::ffi::OsString;
