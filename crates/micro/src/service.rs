@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::broker::{self, Broker, Publisher, SubscribeOptions};
 use crate::client::Client;
+use crate::config::Config;
 use crate::options::{OptionsError, PartialOptions, ServiceOptions};
 use crate::registry::{self, Node, RegisterOptions, Registry};
 use crate::selector::Strategy;
@@ -40,6 +41,7 @@ pub struct Service {
     registry: Arc<dyn Registry>,
     broker: Arc<dyn Broker>,
     client: Client,
+    config: Config,
     hooks: Hooks,
 }
 
@@ -98,6 +100,7 @@ pub struct ServiceBuilder {
     about: Option<String>,
     registry: Option<Arc<dyn Registry>>,
     broker: Option<Arc<dyn Broker>>,
+    config: Option<Config>,
     handlers: Vec<HandlerDesc>,
     hooks: Hooks,
 }
@@ -170,6 +173,14 @@ impl ServiceBuilder {
     /// The broker to use, instead of the one `--broker` names.
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
+        self
+    }
+    /// The config to use instead of the default one (the `--config_file`, the
+    /// `--config` store, then `<NAME>_*` environment variables: see
+    /// [`config::for_service`](crate::config::for_service)). Loaded when the
+    /// service starts unless already loaded.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
         self
     }
     /// Adds a handler (a generated `XxxServer`).
@@ -332,6 +343,10 @@ impl ServiceBuilder {
                 registry.clone(),
             )?,
         };
+        let config = match self.config.take() {
+            Some(c) => c,
+            None => crate::config::for_service(&options)?,
+        };
         let strategy: Strategy = options.selector.parse()?;
         let client = Client::builder()
             .from_service(options.server_name.clone())
@@ -350,6 +365,7 @@ impl ServiceBuilder {
             registry,
             broker,
             client,
+            config,
             hooks: self.hooks,
         })
     }
@@ -365,6 +381,7 @@ impl Service {
             about: None,
             registry: None,
             broker: None,
+            config: None,
             handlers: Vec::new(),
             hooks: Hooks::default(),
         }
@@ -381,6 +398,12 @@ impl Service {
     /// A client that calls other services as this one (`Micro-From-Service`).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+    /// The service's config (cheap to clone). It is loaded when the service starts
+    /// (before the before-start hooks); until then every path reads as unset
+    /// unless it was loaded earlier with [`Config::load`].
+    pub fn config(&self) -> Config {
+        self.config.clone()
     }
     /// The registry the service registers in.
     pub fn registry(&self) -> Arc<dyn Registry> {
@@ -474,8 +497,12 @@ impl Service {
             registry,
             broker,
             client: _,
+            config,
             mut hooks,
         } = self;
+        if !config.is_loaded() {
+            config.load().await?;
+        }
         for hook in hooks.before_start.drain(..) {
             hook().await?;
         }

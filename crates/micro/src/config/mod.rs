@@ -60,6 +60,7 @@ mod flag;
 mod http;
 mod layered;
 mod memory;
+mod service;
 mod value;
 #[cfg(feature = "vault")]
 mod vault;
@@ -76,6 +77,7 @@ pub use file::FileSource;
 pub use flag::FlagSource;
 pub use layered::{Config, ConfigBuilder};
 pub use memory::MemorySource;
+pub use service::{for_service, store, StoreSource};
 pub use value::duration;
 #[cfg(feature = "vault")]
 pub use vault::VaultSource;
