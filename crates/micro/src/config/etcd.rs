@@ -137,7 +137,7 @@ impl EtcdSource {
         let answer = self
             .post(
                 "/v3/kv/range",
-                &json!({"key": b64(&self.prefix), "range_end": b64(&range_end(&self.prefix))}),
+                &json!({"key": b64(&self.prefix), "range_end": b64(range_end(&self.prefix))}),
             )
             .await?;
         let mut kvs: Vec<(String, Value)> = Vec::new();
@@ -172,7 +172,7 @@ impl EtcdSource {
         let under = format!("{key}/");
         self.post(
             "/v3/kv/deleterange",
-            &json!({"key": b64(&under), "range_end": b64(&range_end(&under))}),
+            &json!({"key": b64(&under), "range_end": b64(range_end(&under))}),
         )
         .await?;
         Ok(())
@@ -182,7 +182,7 @@ impl EtcdSource {
     async fn open_watch(&self) -> Result<Incoming, String> {
         let body = json!({"create_request": {
             "key": b64(&self.prefix),
-            "range_end": b64(&range_end(&self.prefix)),
+            "range_end": b64(range_end(&self.prefix)),
         }})
         .to_string();
         let mut failures = Vec::new();
@@ -345,7 +345,7 @@ impl Store for EtcdSource {
             let under = format!("{key}/");
             self.post(
                 "/v3/kv/deleterange",
-                &json!({"key": b64(&under), "range_end": b64(&range_end(&under))}),
+                &json!({"key": b64(&under), "range_end": b64(range_end(&under))}),
             )
             .await?;
             self.post(
