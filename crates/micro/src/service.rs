@@ -179,6 +179,19 @@ impl ServiceBuilder {
     /// `--config` store, then `<NAME>_*` environment variables: see
     /// [`config::for_service`](crate::config::for_service)). Loaded when the
     /// service starts unless already loaded.
+    ///
+    /// ```
+    /// use micro::config::{Config, MemorySource};
+    ///
+    /// let defaults = MemorySource::new("defaults").with(serde_json::json!({"greeter": {"greeting": "Hi"}}));
+    /// let service = micro::Service::builder()
+    ///     .name("greeter")
+    ///     .registry(std::sync::Arc::new(micro::registry::MemoryRegistry::new()))
+    ///     .config(Config::builder().source(defaults).build())
+    ///     .build()?;
+    /// assert_eq!(service.config().sources(), ["memory:defaults"]);
+    /// # Ok::<(), micro::Error>(())
+    /// ```
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self

@@ -154,6 +154,21 @@ async fn vault_secrets_reach_config_and_never_the_logs() {
         config.get::<String>("secrets.db.password").unwrap(),
         PASSWORD
     );
+    // A service given this config reads the secret through it.
+    let service = micro::Service::builder()
+        .name("vaulted")
+        .registry(Arc::new(micro::registry::MemoryRegistry::new()))
+        .config(config.clone())
+        .build()
+        .unwrap();
+    assert_eq!(
+        service
+            .config()
+            .get::<String>("secrets.db.password")
+            .unwrap(),
+        PASSWORD
+    );
+    assert!(!format!("{service:?} {:?}", service.config()).contains(PASSWORD));
 
     // A wrong type names the source and path, not the value.
     let err = config.get::<u64>("secrets.db.password").unwrap_err();
