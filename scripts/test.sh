@@ -24,6 +24,9 @@ fi
 step "nats-server for the NATS broker tests (Debian's package)"
 ./scripts/nats-server.sh
 
+step "etcd for the etcd config tests (Debian's etcd-server)"
+./scripts/etcd-server.sh
+
 step "Python packages for the interop tests (.venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -42,6 +45,7 @@ export MICRO_MDNS_INTERFACES=none
 step "Formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p micro --all-targets --features etcd,vault -- -D warnings
 
 step "Building the workspace"
 cargo build --workspace --all-targets

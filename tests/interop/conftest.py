@@ -112,3 +112,62 @@ def stubs(tmp_path_factory):
         "debug_pb2": debug_pb2,
         "debug_pb2_grpc": debug_pb2_grpc,
     }
+
+
+def etcd_binary():
+    """Debian's etcd (package etcd-server), if installed."""
+    import shutil  # noqa: PLC0415
+
+    found = shutil.which("etcd")
+    if found:
+        return found
+    return "/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None
+
+
+def etcd_answers(address: str) -> bool:
+    import urllib.request  # noqa: PLC0415
+
+    req = urllib.request.Request(f"http://{address}/v3/kv/range", data=b'{"key":"AA=="}')
+    try:
+        with urllib.request.urlopen(req, timeout=0.5) as rsp:
+            return rsp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """An etcd of this test on loopback ports, with its data in tmp_path; yields its
+    client address (host:port). Skipped, saying why, only if etcd is not installed
+    (scripts/etcd-server.sh installs it; CI does)."""
+    binary = etcd_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("etcd is not installed (CI is set): run scripts/etcd-server.sh")
+        pytest.skip("etcd is not installed: run scripts/etcd-server.sh (apt-get install etcd-server)")
+    client, peer = free_port(), free_port()
+    log = open(tmp_path / "etcd.log", "w")
+    proc = subprocess.Popen(
+        [
+            binary, "--name=micro-test", f"--data-dir={tmp_path / 'etcd-data'}",
+            f"--listen-client-urls=http://127.0.0.1:{client}",
+            f"--advertise-client-urls=http://127.0.0.1:{client}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=micro-test=http://127.0.0.1:{peer}",
+            "--log-level=warn",
+        ],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    )
+    address = f"127.0.0.1:{client}"
+    try:
+        deadline = time.monotonic() + 20
+        while not etcd_answers(address):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"etcd did not start:\n{(tmp_path / 'etcd.log').read_text()}")
+            time.sleep(0.05)
+        yield address
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()

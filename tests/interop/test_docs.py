@@ -566,9 +566,24 @@ def test_cli_examples_run_against_real_processes(tmp_path):
     assert n >= 18, f"only {n} executed blocks in {doc.name}"
 
 
+def test_config_examples_run_against_etcd_and_the_greeter(etcd, tmp_path):
+    """docs/config.md's `sh test` blocks, with the test's etcd for 127.0.0.1:2379."""
+    require_curl()
+    doc = DOCS / "config.md"
+    address = f"127.0.0.1:{free_port()}"
+    n = 0
+    for block in blocks(doc):
+        if block.has("test"):
+            block.body = block.body.replace("127.0.0.1:2379", etcd)
+            run_block(doc, block, tmp_path, address)
+            n += 1
+    assert n >= 4, f"only {n} executed blocks in {doc.name}"
+
+
 CLI_VERBS = [
     "call", "stream", "list services", "get service", "health", "stats",
     "register service", "deregister service", "publish", "subscribe",
+    "config get", "config set", "config del", "config watch",
 ]
 
 
@@ -586,7 +601,8 @@ def test_cli_doc_lists_every_verb_and_flag():
         assert out.returncode == 0, out.stderr
         assert f"micro {verb} [OPTIONS]" in out.stdout and f"micro {verb} [OPTIONS]" in text, verb
         flags = set(re.findall(r"^\s+(?:-\w, )?(--[a-z_]+)", out.stdout, re.M)) - {"--help", "--version"}
-        assert len(flags) >= 11, (verb, flags)
+        # The config verbs take only their store's flags and -o.
+        assert len(flags) >= (3 if verb.startswith("config ") else 11), (verb, flags)
         for flag in sorted(flags):
             assert f"`{flag}" in text, f"cli.md does not mention {flag} of micro {verb}"
 

@@ -1,6 +1,7 @@
 //! `micro`: the command line of micro. A thin `main`: parse, run, print errors.
 
 mod call;
+mod config_cmd;
 mod context;
 mod debug_cmd;
 mod output;
@@ -48,6 +49,9 @@ enum Command {
     /// Remove the nodes of a service record from the registry.
     #[command(subcommand)]
     Deregister(registry_cmd::ChangeWhat),
+    /// Read, change and watch config in a store (--config etcd).
+    #[command(subcommand)]
+    Config(config_cmd::ConfigVerb),
 }
 
 #[tokio::main]
@@ -72,6 +76,7 @@ async fn main() -> ExitCode {
         Command::Subscribe(args) => pubsub::subscribe(args).await,
         Command::Register(what) => registry_cmd::register(what).await,
         Command::Deregister(what) => registry_cmd::deregister(what).await,
+        Command::Config(verb) => config_cmd::run(verb).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,7 @@
 pub mod broker;
 pub mod client;
 pub mod codec;
+pub mod config;
 pub mod errors;
 pub mod metadata;
 pub mod options;

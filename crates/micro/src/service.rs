@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::broker::{self, Broker, Publisher, SubscribeOptions};
 use crate::client::Client;
+use crate::config::Config;
 use crate::options::{OptionsError, PartialOptions, ServiceOptions};
 use crate::registry::{self, Node, RegisterOptions, Registry};
 use crate::selector::Strategy;
@@ -42,8 +43,59 @@ pub struct Service {
     broker: Arc<dyn Broker>,
     client: Client,
     wrappers: Wrappers,
+    config: Config,
+    /// Where changes to `micro.wrapper` in the live config go, for wrappers that
+    /// can be reconfigured while the service runs (`chaos`).
+    wrapper_updates: WrapperUpdates,
     hooks: Hooks,
 }
+
+/// The wrapper settings the service started with, and the channel that carries
+/// them, updated by the live config, to the wrappers.
+struct WrapperUpdates {
+    startup: wrapper::Settings,
+    sender: tokio::sync::watch::Sender<wrapper::Settings>,
+}
+
+impl WrapperUpdates {
+    /// Follows `micro.wrapper` in `config` until the returned task is aborted: each
+    /// change is layered over the startup settings and sent on. A change that is
+    /// not a table of settings is logged and skipped.
+    fn follow(self, config: &Config) -> tokio::task::JoinHandle<()> {
+        use futures_util::StreamExt;
+        let mut changes = config.watch(WRAPPER_CONFIG_PATH);
+        tokio::spawn(async move {
+            while let Some(value) = changes.next().await {
+                let live = match value {
+                    serde_json::Value::Null => Ok(wrapper::Settings::default()),
+                    table => wrapper::Settings::from_file_table(&table),
+                };
+                match live {
+                    Ok(live) => {
+                        let _ = self.sender.send(live.or(self.startup.clone()));
+                    }
+                    Err(e) => tracing::warn!(
+                        path = WRAPPER_CONFIG_PATH,
+                        error = %e,
+                        "ignoring a config change that is not wrapper settings"
+                    ),
+                }
+            }
+        })
+    }
+}
+
+/// Stops a background task when the service stops, on every path out of `serve`.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where the wrapper settings live in a service's config.
+const WRAPPER_CONFIG_PATH: &str = "micro.wrapper";
 
 /// A subscription the service opens when it starts.
 struct Subscriber {
@@ -100,6 +152,7 @@ pub struct ServiceBuilder {
     about: Option<String>,
     registry: Option<Arc<dyn Registry>>,
     broker: Option<Arc<dyn Broker>>,
+    config: Option<Config>,
     handlers: Vec<HandlerDesc>,
     wrappers: Wrappers,
     hooks: Hooks,
@@ -173,6 +226,27 @@ impl ServiceBuilder {
     /// The broker to use, instead of the one `--broker` names.
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
+        self
+    }
+    /// The config to use instead of the default one (the `--config_file`, the
+    /// `--config` store, then `<NAME>_*` environment variables: see
+    /// [`config::for_service`](crate::config::for_service)). Loaded when the
+    /// service starts unless already loaded.
+    ///
+    /// ```
+    /// use micro::config::{Config, MemorySource};
+    ///
+    /// let defaults = MemorySource::new("defaults").with(serde_json::json!({"greeter": {"greeting": "Hi"}}));
+    /// let service = micro::Service::builder()
+    ///     .name("greeter")
+    ///     .registry(std::sync::Arc::new(micro::registry::MemoryRegistry::new()))
+    ///     .config(Config::builder().source(defaults).build())
+    ///     .build()?;
+    /// assert_eq!(service.config().sources(), ["memory:defaults"]);
+    /// # Ok::<(), micro::Error>(())
+    /// ```
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
         self
     }
     /// Adds a handler (a generated `XxxServer`).
@@ -341,6 +415,10 @@ impl ServiceBuilder {
                 registry.clone(),
             )?,
         };
+        let config = match self.config.take() {
+            Some(c) => c,
+            None => crate::config::for_service(&options)?,
+        };
         let strategy: Strategy = options.selector.parse()?;
         let ctx = WrapperContext {
             service: options.server_name.clone(),
@@ -348,6 +426,15 @@ impl ServiceBuilder {
             client_retries: options.client_retries,
             client_request_timeout: options.client_request_timeout,
             updates: None,
+        };
+        let (sender, updates) = tokio::sync::watch::channel(options.wrapper.clone());
+        let wrapper_updates = WrapperUpdates {
+            startup: options.wrapper.clone(),
+            sender,
+        };
+        let ctx = WrapperContext {
+            updates: Some(updates),
+            ..ctx
         };
         let wrappers =
             wrapper::from_names(&options.wrappers, &options.wrapper, &ctx)?.and(self.wrappers);
@@ -379,6 +466,8 @@ impl ServiceBuilder {
             broker,
             client,
             wrappers,
+            config,
+            wrapper_updates,
             hooks: self.hooks,
         })
     }
@@ -394,6 +483,7 @@ impl Service {
             about: None,
             registry: None,
             broker: None,
+            config: None,
             handlers: Vec::new(),
             wrappers: Wrappers::new(),
             hooks: Hooks::default(),
@@ -411,6 +501,12 @@ impl Service {
     /// A client that calls other services as this one (`Micro-From-Service`).
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+    /// The service's config (cheap to clone). It is loaded when the service starts
+    /// (before the before-start hooks); until then every path reads as unset
+    /// unless it was loaded earlier with [`Config::load`].
+    pub fn config(&self) -> Config {
+        self.config.clone()
     }
     /// The registry the service registers in.
     pub fn registry(&self) -> Arc<dyn Registry> {
@@ -507,8 +603,14 @@ impl Service {
             broker,
             client: _,
             wrappers,
+            config,
+            wrapper_updates,
             mut hooks,
         } = self;
+        if !config.is_loaded() {
+            config.load().await?;
+        }
+        let _following = AbortOnDrop(wrapper_updates.follow(&config));
         for hook in hooks.before_start.drain(..) {
             hook().await?;
         }

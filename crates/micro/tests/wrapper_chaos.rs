@@ -453,3 +453,50 @@ fn chaos_is_listed_in_help_with_its_settings() {
         .unwrap();
     assert!(!chaos.always_on);
 }
+
+/// Waits until `unary_json` answers `want`, for at most `within`.
+async fn until_status(server: &TestServer, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = unary_json(server).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} {body} after {within:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The whole path a user takes: the service's config file sets
+/// `micro.wrapper.chaos`, and editing the file switches chaos on and off in the
+/// running service — no restart, no code.
+#[tokio::test]
+async fn editing_the_config_file_switches_chaos_on_and_off_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("service.yaml");
+    let write = |percent: u32| {
+        let text = format!("micro:\n  wrapper:\n    chaos:\n      error_percent: {percent}\n");
+        // Written aside and renamed over, as editors do: never half a file.
+        let tmp = dir.path().join("service.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(0);
+    let file_arg = file.to_str().unwrap().to_string();
+    let server = start(&["--wrappers", "chaos", "--config_file", &file_arg]).await;
+    until_status(&server, 200, Duration::from_secs(5)).await;
+    write(100);
+    until_status(&server, 503, Duration::from_secs(3)).await;
+    let (_, body) = unary_json(&server).await;
+    assert_eq!(body["detail"], "chaos: injected error (error_percent=100)");
+    // A change that is not settings is ignored: chaos stays on.
+    std::fs::write(&file, "micro:\n  wrapper: 42\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(unary_json(&server).await.0, 503);
+    write(0);
+    until_status(&server, 200, Duration::from_secs(3)).await;
+    server.stop().await;
+}

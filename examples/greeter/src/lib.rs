@@ -1,8 +1,10 @@
 //! The greeter: micro's example service.
 //!
 //! `Greeter.Hello` answers `{"name":"John"}` with `{"message":"Hello John"}`;
-//! `Greeter.Stream` sends `count` greetings. The greeting word is configurable
-//! (`greeter.greeting`, default `Hello`). With a publisher, every greeting is also
+//! `Greeter.Stream` sends `count` greetings. The greeting word is the config value
+//! `greeter.greeting` (default `Hello`), read from the service's config on every
+//! request, so a change in the config file, etcd or the environment takes effect
+//! without a restart. With a publisher, every greeting is also
 //! announced as a `HelloEvent` on the topic [`HELLO_TOPIC`].
 
 use std::time::Duration;
@@ -21,6 +23,8 @@ use proto::{HelloEvent, HelloRequest, HelloResponse, StreamRequest, StreamRespon
 
 /// The topic a `HelloEvent` is published on after each greeting.
 pub const HELLO_TOPIC: &str = "greeter.hello";
+/// The config path of the greeting word.
+pub const GREETING_KEY: &str = "greeter.greeting";
 /// The service's name in the registry.
 pub const SERVICE_NAME: &str = "greeter";
 /// Greetings sent by `Greeter.Stream` when the request does not say.
@@ -31,7 +35,10 @@ pub const MAX_STREAM_COUNT: i32 = 1000;
 /// The greeter's implementation.
 #[derive(Debug, Clone)]
 pub struct Greeter {
+    /// The greeting when the config does not set one.
     greeting: String,
+    /// Where `greeter.greeting` is read on each request.
+    config: Option<micro::config::Config>,
     /// Pause between streamed greetings.
     interval: Duration,
     /// Announces each greeting on [`HELLO_TOPIC`].
@@ -49,8 +56,26 @@ impl Greeter {
     pub fn new(greeting: impl Into<String>) -> Self {
         Greeter {
             greeting: greeting.into(),
+            config: None,
             interval: Duration::ZERO,
             publisher: None,
+        }
+    }
+
+    /// Reads the greeting word from `config` (its [`GREETING_KEY`]) on every
+    /// request; the word given to [`new`](Self::new) is the default.
+    pub fn with_config(mut self, config: micro::config::Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The greeting word now.
+    pub fn greeting(&self) -> String {
+        match &self.config {
+            Some(config) => config
+                .get::<String>(GREETING_KEY)
+                .unwrap_or_else(|_| self.greeting.clone()),
+            None => self.greeting.clone(),
         }
     }
 
@@ -71,7 +96,7 @@ impl Greeter {
         if name.is_empty() {
             return Err(Error::bad_request(SERVICE_NAME, "name is required"));
         }
-        Ok(format!("{} {}", self.greeting, name))
+        Ok(format!("{} {}", self.greeting(), name))
     }
 }
 

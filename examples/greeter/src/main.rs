@@ -1,5 +1,7 @@
 //! `greeter`: the example micro service. Every option is a flag or `MICRO_*`
-//! environment variable; `greeter --help` lists them.
+//! environment variable; `greeter --help` lists them. The greeting word is the
+//! config value `greeter.greeting`: from the `--config_file`, the `--config etcd`
+//! store or `GREETER_GREETING`, changed live.
 
 use greeter::{Greeter, GreeterServer, HELLO_TOPIC, SERVICE_NAME};
 
@@ -31,6 +33,8 @@ async fn run() -> Result<(), micro::BoxError> {
         .about("The example micro service: Greeter.Hello and Greeter.Stream; announces each greeting on greeter.hello")
         .parse_args()
         .build()?;
-    let greeter = Greeter::default().with_publisher(service.publisher(HELLO_TOPIC));
+    let greeter = Greeter::default()
+        .with_config(service.config())
+        .with_publisher(service.publisher(HELLO_TOPIC));
     service.handler(GreeterServer::new(greeter)).run().await
 }

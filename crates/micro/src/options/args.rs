@@ -51,6 +51,15 @@ pub struct ServiceArgs {
     #[arg(long, value_name = "PATH")]
     pub config_file: Option<PathBuf>,
 
+    /// A config store the service also loads, after the file: etcd (or service, the
+    /// config service of `micro server`, to come) [env: MICRO_CONFIG]
+    #[arg(long, value_name = "NAME", value_parser = super::parse_store)]
+    pub config: Option<String>,
+
+    /// Addresses of the config store, comma-separated [env: MICRO_CONFIG_ADDRESS]
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub config_address: Vec<String>,
+
     /// Names of middleware to wrap handlers and calls in, comma-separated
     /// [env: MICRO_WRAPPERS]
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
@@ -219,6 +228,8 @@ impl ServiceArgs {
     pub fn to_partial(&self) -> PartialOptions {
         PartialOptions {
             config_file: self.config_file.clone(),
+            config: self.config.clone(),
+            config_address: list(&self.config_address),
             wrappers: list(&self.wrappers),
             wrapper: (!self.wrapper.is_empty())
                 .then(|| crate::wrapper::Settings::from_flags(&self.wrapper).ok())

@@ -52,22 +52,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<PartialOptions, OptionsEr
     if text.trim().is_empty() {
         return Ok(PartialOptions::default());
     }
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let known = match extension.as_deref() {
-        Some("json") => Some(Format::Json),
-        Some("yaml" | "yml") => Some(Format::Yaml),
-        Some("toml") => Some(Format::Toml),
-        _ => None,
-    };
-    let document = match known {
-        Some(format) => format
-            .parse(text)
-            .map_err(|e| file_error(format!("not valid {}: {e}", format.name())))?,
-        None => guess(text).map_err(file_error)?,
-    };
+    let document = document(path, text).map_err(file_error)?;
     let top = match document {
         Value::Object(map) => map,
         Value::Null => return Ok(PartialOptions::default()),
@@ -141,6 +126,28 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<PartialOptions, OptionsEr
         options.set(key, &text).map_err(invalid)?;
     }
     Ok(options)
+}
+
+/// The whole document in `text`, the content of the file at `path`, in the format
+/// its extension names (`.json`, `.yaml`/`.yml`, `.toml`; else the first that reads
+/// it as a table). Also read by the config file source.
+pub(crate) fn document(path: &Path, text: &str) -> Result<Value, String> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let known = match extension.as_deref() {
+        Some("json") => Some(Format::Json),
+        Some("yaml" | "yml") => Some(Format::Yaml),
+        Some("toml") => Some(Format::Toml),
+        _ => None,
+    };
+    match known {
+        Some(format) => format
+            .parse(text)
+            .map_err(|e| format!("not valid {}: {e}", format.name())),
+        None => guess(text),
+    }
 }
 
 /// A file of no known extension: the first of JSON, YAML and TOML that reads it as a

@@ -37,7 +37,7 @@
 //! ```
 
 mod args;
-mod file;
+pub(crate) mod file;
 mod values;
 
 use std::ffi::OsString;
@@ -81,6 +81,8 @@ const KEYS: &[&str] = &[
     "wrapper",
     "proxy",
     "config_file",
+    "config",
+    "config_address",
 ];
 
 /// The environment variable of an option key: `register_ttl` -> `MICRO_REGISTER_TTL`.
@@ -178,6 +180,13 @@ pub struct ServiceOptions {
     /// `--config_file` / `MICRO_CONFIG_FILE`: the file these options were read from,
     /// which the service also loads as a config source.
     pub config_file: Option<PathBuf>,
+    /// `--config` / `MICRO_CONFIG`: the remote config store the service also loads
+    /// (`etcd`; `service`, the config service of `micro server`, to come); `None`
+    /// for none.
+    pub config: Option<String>,
+    /// `--config_address` / `MICRO_CONFIG_ADDRESS` (comma-separated): addresses of
+    /// that store.
+    pub config_address: Vec<String>,
 }
 
 impl Default for ServiceOptions {
@@ -208,6 +217,8 @@ impl Default for ServiceOptions {
             wrapper: Settings::default(),
             proxy: None,
             config_file: None,
+            config: None,
+            config_address: Vec::new(),
         }
     }
 }
@@ -336,6 +347,8 @@ pub struct PartialOptions {
     pub wrapper: Option<Settings>,
     pub proxy: Option<String>,
     pub config_file: Option<PathBuf>,
+    pub config: Option<String>,
+    pub config_address: Option<Vec<String>>,
 }
 
 impl PartialOptions {
@@ -370,6 +383,8 @@ impl PartialOptions {
             },
             proxy: self.proxy.or(lower.proxy),
             config_file: self.config_file.or(lower.config_file),
+            config: self.config.or(lower.config),
+            config_address: self.config_address.or(lower.config_address),
         }
     }
 
@@ -409,6 +424,8 @@ impl PartialOptions {
                 .map(|p| complete_host(p, "127.0.0.1"))
                 .or(d.proxy),
             config_file: self.config_file.or(d.config_file),
+            config: self.config.or(d.config),
+            config_address: self.config_address.unwrap_or(d.config_address),
         }
     }
 
@@ -508,6 +525,8 @@ impl PartialOptions {
             "wrappers" => self.wrappers = Some(parse_list(raw)),
             "proxy" => self.proxy = Some(parse_dial_address(raw)?),
             "config_file" => self.config_file = Some(PathBuf::from(text())),
+            "config" => self.config = Some(parse_store(raw)?),
+            "config_address" => self.config_address = Some(parse_list(raw)),
             other => return Err(format!("{other:?} is not an option")),
         }
         Ok(())
@@ -545,6 +564,8 @@ impl PartialOptions {
             "wrappers" => list(&self.wrappers),
             "proxy" => self.proxy.clone(),
             "config_file" => self.config_file.as_ref().map(|p| p.display().to_string()),
+            "config" => self.config.clone(),
+            "config_address" => list(&self.config_address),
             _ => None,
         };
         text.filter(|t| !t.is_empty())
@@ -580,7 +601,22 @@ impl From<ServiceOptions> for PartialOptions {
             wrapper: Some(o.wrapper),
             proxy: o.proxy,
             config_file: o.config_file,
+            config: o.config,
+            config_address: Some(o.config_address),
         }
+    }
+}
+
+/// The name of a remote config store (`etcd`, `service`), lower-cased.
+pub(crate) fn parse_store(raw: &str) -> Result<String, String> {
+    let name = raw.trim().to_ascii_lowercase();
+    if crate::config::STORES.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "expected a config store: {}",
+            crate::config::STORES.join(" or ")
+        ))
     }
 }
 

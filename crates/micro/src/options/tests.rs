@@ -152,6 +152,8 @@ fn options_every_option_from_env() {
         ("MICRO_CLIENT_DIAL_TIMEOUT", "2s"),
         ("MICRO_WRAPPERS", "logging, tracing"),
         ("MICRO_PROXY", ":8081"),
+        ("MICRO_CONFIG", "etcd"),
+        ("MICRO_CONFIG_ADDRESS", "10.0.0.1:2379, 10.0.0.2:2379"),
     ];
     let o = load(&PartialOptions::default(), &[], &env).expect("load");
     assert_eq!(o.server_name, "greeter");
@@ -176,6 +178,8 @@ fn options_every_option_from_env() {
     assert_eq!(o.client_dial_timeout, secs(2));
     assert_eq!(o.wrappers, ["logging", "tracing"]);
     assert_eq!(o.proxy.as_deref(), Some("127.0.0.1:8081"));
+    assert_eq!(o.config.as_deref(), Some("etcd"));
+    assert_eq!(o.config_address, ["10.0.0.1:2379", "10.0.0.2:2379"]);
 }
 
 #[test]
@@ -204,6 +208,8 @@ fn options_every_option_from_flags() {
         "--client_dial_timeout=100ms",
         "--wrappers=auth",
         "--proxy=proxy:8081",
+        "--config=ETCD",
+        "--config_address=e:1,e:2",
     ];
     let o = load(&PartialOptions::default(), &args, &[]).expect("load");
     assert_eq!(o.server_name, "greeter");
@@ -228,6 +234,37 @@ fn options_every_option_from_flags() {
     assert_eq!(o.client_dial_timeout, Duration::from_millis(100));
     assert_eq!(o.wrappers, ["auth"]);
     assert_eq!(o.proxy.as_deref(), Some("proxy:8081"));
+    assert_eq!(o.config.as_deref(), Some("etcd"));
+    assert_eq!(o.config_address, ["e:1", "e:2"]);
+}
+
+#[test]
+fn options_config_store_is_checked_in_every_layer() {
+    let err = load(
+        &PartialOptions::default(),
+        &[],
+        &[("MICRO_CONFIG", "consul")],
+    )
+    .expect_err("env");
+    assert_eq!(
+        err.to_string(),
+        r#"MICRO_CONFIG="consul": expected a config store: etcd or service"#
+    );
+    let err = load(&PartialOptions::default(), &["--config", "zk"], &[]).expect_err("flag");
+    assert!(err.to_string().contains("etcd or service"), "{err}");
+    let file = TempFile::new(
+        "yaml",
+        "micro:\n  config: etcd\n  config_address: [a:1, b:2]\n",
+    );
+    let o = load(
+        &PartialOptions::default(),
+        &["--config_file", file.path()],
+        &[],
+    )
+    .expect("file");
+    assert_eq!(o.config.as_deref(), Some("etcd"));
+    assert_eq!(o.config_address, ["a:1", "b:2"]);
+    assert_eq!(ServiceOptions::default().config, None);
 }
 
 #[test]
