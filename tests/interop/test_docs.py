@@ -580,6 +580,28 @@ def test_config_examples_run_against_etcd_and_the_greeter(etcd, tmp_path):
     assert n >= 4, f"only {n} executed blocks in {doc.name}"
 
 
+def test_wrappers_examples_run_against_real_processes(tmp_path):
+    doc = DOCS / "wrappers.md"
+    n = run_doc_with_servers(doc, tmp_path)
+    assert n >= 5, f"only {n} executed blocks in {doc.name}"
+
+
+def test_wrappers_doc_describes_every_builtin_and_setting():
+    """Each built-in wrapper has its section in wrappers.md and each of its settings
+    (as `greeter --help` lists them) is mentioned there."""
+    text = (DOCS / "wrappers.md").read_text()
+    out = subprocess.run([str(binary("greeter")), "--help"], capture_output=True, text=True, timeout=30)
+    listing = out.stdout[out.stdout.index("Wrappers (--wrappers"):]
+    names = re.findall(r"^  ([a-z]+): ", listing, re.M)
+    assert len(names) >= 10, names
+    for name in names:
+        assert f"### {name}\n" in text, f"wrappers.md has no section for {name}"
+    settings = re.findall(r"^      ([a-z]+\.[a-z_]+)  ", listing, re.M)
+    assert len(settings) >= 40, settings
+    for setting in settings:
+        assert f"`{setting}`" in text, f"wrappers.md does not mention {setting}"
+
+
 CLI_VERBS = [
     "call", "stream", "list services", "get service", "health", "stats",
     "register service", "deregister service", "publish", "subscribe",

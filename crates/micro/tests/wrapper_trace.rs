@@ -476,7 +476,7 @@ async fn collector() -> (
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
                             let json = serde_json::from_slice(&body).unwrap();
-                            let _ = tx.send((parts.uri.path().to_string(), parts.headers, json));
+                            let _ = tx.send((parts.uri.to_string(), parts.headers, json));
                             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
                                 b"{}",
                             ))))
@@ -527,6 +527,7 @@ async fn spans_are_exported_by_otlp_json_to_the_collector() {
         .await
         .unwrap()
         .unwrap();
+    // The request target is in origin form, as a server (not a proxy) expects.
     assert_eq!(path, "/v1/traces");
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["x-api-key"], "s=cret");

@@ -3,7 +3,8 @@
 //! config value `greeter.greeting`: from the `--config_file`, the `--config etcd`
 //! store or `GREETER_GREETING`, changed live.
 
-use greeter::{Greeter, GreeterServer, HELLO_TOPIC, SERVICE_NAME};
+use futures_util::StreamExt;
+use greeter::{Greeter, GreeterServer, GREETING_KEY, HELLO_TOPIC, SERVICE_NAME};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -33,8 +34,18 @@ async fn run() -> Result<(), micro::BoxError> {
         .about("The example micro service: Greeter.Hello and Greeter.Stream; announces each greeting on greeter.hello")
         .parse_args()
         .build()?;
+    // Loaded now rather than when serving starts, to say which word is in use.
+    let config = service.config();
+    config.load().await?;
     let greeter = Greeter::default()
-        .with_config(service.config())
+        .with_config(config.clone())
         .with_publisher(service.publisher(HELLO_TOPIC));
+    tracing::info!(greeting = %greeter.greeting(), sources = ?config.sources(), "greeting word ({GREETING_KEY})");
+    let mut changes = config.watch(GREETING_KEY);
+    tokio::spawn(async move {
+        while let Some(value) = changes.next().await {
+            tracing::info!(greeting = %value, "greeting word changed ({GREETING_KEY})");
+        }
+    });
     service.handler(GreeterServer::new(greeter)).run().await
 }

@@ -57,16 +57,16 @@ pub struct Builtin {
 
 /// Every built-in wrapper.
 pub const BUILTINS: &[Builtin] = &[
+    super::log::BUILTIN,
+    super::trace::BUILTIN,
+    super::metrics::BUILTIN,
     super::timeout::BUILTIN,
     super::retry::BUILTIN,
-    super::chaos::BUILTIN,
-    super::metrics::BUILTIN,
-    super::log::BUILTIN,
     super::ratelimit::BUILTIN,
     super::concurrency::BUILTIN,
     super::breaker::BUILTIN,
-    super::trace::BUILTIN,
     super::auth::BUILTIN,
+    super::chaos::BUILTIN,
 ];
 
 /// The wrappers named in `names` (in that order, the first outermost), made with

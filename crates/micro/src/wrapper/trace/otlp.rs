@@ -318,7 +318,10 @@ impl Client {
 
     fn request(&self, body: Bytes) -> Result<http::Request<Full<Bytes>>, String> {
         let url = &self.config.url;
-        let mut req = http::Request::post(url.clone())
+        // Origin form (`/v1/traces`) with a Host header: the absolute form is for
+        // proxies, and collectors need not accept it.
+        let path = url.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = http::Request::post(path)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
