@@ -106,3 +106,148 @@ where
     use tower::ServiceExt;
     service.clone().oneshot(req).await
 }
+
+/// The rest of the stack, as a wrapper made by [`Wrapper::from_fn`] sees it.
+pub struct Next<Req, Rsp> {
+    inner: BoxService<Req, Rsp>,
+}
+
+impl<Req, Rsp> fmt::Debug for Next<Req, Rsp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Next")
+    }
+}
+
+impl<Req, Rsp> Next<Req, Rsp>
+where
+    Req: Send + 'static,
+    Rsp: Send + 'static,
+{
+    /// Passes `req` on to the inner wrappers and the handler (or the node).
+    pub async fn run(self, req: Req) -> Result<Rsp, Error> {
+        use tower::ServiceExt;
+        self.inner.oneshot(req).await
+    }
+}
+
+/// The service of a [`Wrapper::from_fn`] wrapper.
+struct FromFn<F, Req, Rsp> {
+    f: F,
+    inner: BoxService<Req, Rsp>,
+}
+
+impl<F: Clone, Req, Rsp> Clone for FromFn<F, Req, Rsp> {
+    fn clone(&self) -> Self {
+        FromFn {
+            f: self.f.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<F, Fut, Req, Rsp> Service<Req> for FromFn<F, Req, Rsp>
+where
+    F: Fn(Req, Next<Req, Rsp>) -> Fut,
+    Fut: std::future::Future<Output = Result<Rsp, Error>> + Send + 'static,
+    Req: Send + 'static,
+    Rsp: Send + 'static,
+{
+    type Response = Rsp;
+    type Error = Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Rsp, Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // The inner service was polled ready: hand that one on, keep a fresh clone.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        Box::pin((self.f)(req, Next { inner: ready }))
+    }
+}
+
+impl<Req, Rsp> Wrapper<Req, Rsp>
+where
+    Req: Send + 'static,
+    Rsp: Send + 'static,
+{
+    /// A wrapper from an async function of the request and the rest of the stack,
+    /// for middleware that needs no tower plumbing of its own.
+    ///
+    /// ```
+    /// use micro::server::{RawReply, RawRequest};
+    /// use micro::wrapper::{HandlerWrapper, Next};
+    /// use micro::Error;
+    ///
+    /// let tenant = HandlerWrapper::from_fn("tenant", |req: RawRequest, next: Next<RawRequest, RawReply>| async move {
+    ///     if req.ctx.metadata().get("x-tenant").is_none() {
+    ///         return Err(Error::bad_request(req.ctx.service(), "send an X-Tenant header"));
+    ///     }
+    ///     next.run(req).await
+    /// });
+    /// let service = micro::Service::builder()
+    ///     .name("greeter")
+    ///     .wrap(micro::wrapper::Wrappers::new().handler(tenant));
+    /// # let _ = service;
+    /// ```
+    pub fn from_fn<F, Fut>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Req, Next<Req, Rsp>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Rsp, Error>> + Send + 'static,
+    {
+        Wrapper::new(
+            name,
+            tower::layer::layer_fn(move |inner| FromFn {
+                f: f.clone(),
+                inner,
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A wrapper that records `name` on the way in and out.
+    fn recording(name: &'static str, log: Arc<Mutex<Vec<String>>>) -> Wrapper<u32, u32> {
+        Wrapper::from_fn(name, move |req: u32, next: Next<u32, u32>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(format!("{name} in {req}"));
+                let rsp = next.run(req + 1).await;
+                log.lock().unwrap().push(format!("{name} out {rsp:?}"));
+                rsp
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn from_fn_wrappers_compose_first_outermost_and_see_errors() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let wrappers = [recording("a", log.clone()), recording("b", log.clone())];
+        let inner = tower::service_fn(|n: u32| async move {
+            if n > 10 {
+                Err(Error::bad_request("t", "too big"))
+            } else {
+                Ok(n * 10)
+            }
+        });
+        let service = stack(&wrappers, inner).unwrap();
+        assert_eq!(call_once(&service, 1).await.unwrap(), 30);
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["a in 1", "b in 2", "b out Ok(30)", "a out Ok(30)"]
+        );
+        let err = call_once(&service, 20).await.unwrap_err();
+        assert_eq!(err.code(), 400);
+        assert!(stack::<u32, u32, _>(&[], inner).is_none());
+    }
+}

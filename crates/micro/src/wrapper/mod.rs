@@ -23,8 +23,10 @@
 //!
 //! # A custom wrapper
 //!
-//! Any tower layer will do. This one refuses calls that carry no `x-tenant`
-//! header; `Service::builder().wrap(...)` (or `Server::wrap`) puts it in place:
+//! The shortest is an async function ([`Wrapper::from_fn`]). Any tower layer will do
+//! too; this one, written as a tower `Service`, refuses calls that carry no
+//! `x-tenant` header; `Service::builder().wrap(...)` (or `Server::wrap`) puts it in
+//! place:
 //!
 //! ```
 //! use std::task::{Context, Poll};
@@ -84,7 +86,7 @@ pub mod trace;
 use std::sync::Arc;
 
 pub use builtin::{from_names, Builtin, WrapperContext, BUILTINS};
-pub use layer::{BoxService, Wrapper};
+pub use layer::{BoxService, Next, Wrapper};
 pub use settings::{env_var, Key, Settings, SettingsError};
 
 use crate::broker::{Delivery, Publication};
