@@ -24,8 +24,8 @@ use micro::registry::MemoryRegistry;
 use micro::{Client, Error, Service};
 use serde_json::{json, Value};
 
-use common::echo::{echo_client::EchoClient, echo_server::EchoServer, EchoRequest};
-use common::{http1, EchoImpl, TestServer};
+use common::echo::{echo_client::EchoClient, EchoRequest};
+use common::{http1, TestServer};
 
 const SECRET: &str = "integration-secret-0123456789abcdef";
 const RSA1: &str = include_str!("fixtures/auth/rsa1.pem");
@@ -104,44 +104,11 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 fn service(flags: &[String]) -> (Service, Arc<AtomicU64>) {
-    let requests = Arc::new(AtomicU64::new(0));
-    let imp = EchoImpl {
-        name: "a".into(),
-        requests: requests.clone(),
-    };
-    let mut args = vec!["echo".to_string()];
-    args.extend_from_slice(flags);
-    let service = Service::builder()
-        .name("echo")
-        .registry(Arc::new(MemoryRegistry::new()))
-        .broker(Arc::new(MemoryBroker::new()))
-        .handler(EchoServer::new(imp))
-        .args(args)
-        .build()
-        .unwrap();
-    (service, requests)
+    let (builder, requests) = common::echo_service(flags);
+    (builder.build().unwrap(), requests)
 }
 
-async fn serve(service: Service, requests: Arc<AtomicU64>) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        service
-            .serve(listener, async move {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| Error::internal_server_error("test", e.to_string()))
-    });
-    TestServer {
-        name: "a".into(),
-        address,
-        stop: Some(tx),
-        task: Some(task),
-        requests,
-    }
-}
+use common::serve_service as serve;
 
 /// A JSON call of Echo.Unary over HTTP/1.1 with `headers`.
 async fn json_call(server: &TestServer, headers: &[(&str, &str)]) -> (u16, Value) {

@@ -7,19 +7,15 @@
 
 mod common;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
-use micro::broker::MemoryBroker;
 use micro::client::CallOptions;
-use micro::registry::MemoryRegistry;
 use micro::wrapper::{Settings, WrapperContext};
-use micro::{Client, Error, Service, ServiceBuilder};
+use micro::{Client, Error};
 use tokio::time::Instant;
 
-use common::echo::{echo_client::EchoClient, echo_server::EchoServer, EchoRequest};
-use common::{http1, EchoImpl, TestServer};
+use common::echo::{echo_client::EchoClient, EchoRequest};
+use common::{http1, TestServer};
 
 const SERVICE: &str = "echo";
 
@@ -30,45 +26,7 @@ fn req(message: &str) -> EchoRequest {
     }
 }
 
-/// A service serving Echo, with a memory registry and broker, configured by `flags`.
-fn builder(flags: &[&str]) -> (ServiceBuilder, Arc<AtomicU64>) {
-    let requests = Arc::new(AtomicU64::new(0));
-    let imp = EchoImpl {
-        name: "a".into(),
-        requests: requests.clone(),
-    };
-    let mut args = vec!["echo"];
-    args.extend_from_slice(flags);
-    let builder = Service::builder()
-        .name(SERVICE)
-        .registry(Arc::new(MemoryRegistry::new()))
-        .broker(Arc::new(MemoryBroker::new()))
-        .handler(EchoServer::new(imp))
-        .args(args);
-    (builder, requests)
-}
-
-/// Serves `service` on a loopback port; the handler counts its requests.
-async fn serve(service: Service, requests: Arc<AtomicU64>) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        service
-            .serve(listener, async move {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| Error::internal_server_error("test", e.to_string()))
-    });
-    TestServer {
-        name: "a".into(),
-        address,
-        stop: Some(tx),
-        task: Some(task),
-        requests,
-    }
-}
+use common::{echo_service as builder, serve_service as serve};
 
 async fn start(flags: &[&str]) -> TestServer {
     let (builder, requests) = builder(flags);
@@ -366,7 +324,7 @@ async fn settings_switch_at_runtime_and_a_bad_update_keeps_the_last_good_ones() 
     let off = Settings::from_flags(["chaos.enabled=false"]).unwrap();
     let wrappers = micro::wrapper::from_names(&["chaos"], &off, &ctx).unwrap();
     assert_eq!(wrappers.handler_names(), ["chaos"]);
-    let (builder, requests) = builder(&[]);
+    let (builder, requests) = builder::<&str>(&[]);
     let server = serve(builder.wrap(wrappers).build().unwrap(), requests).await;
     let client = client_for(&server);
 

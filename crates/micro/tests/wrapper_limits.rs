@@ -21,8 +21,8 @@ use micro::wrapper::breaker::{Breaker, BreakerState};
 use micro::wrapper::{HandlerService, HandlerWrapper};
 use micro::{Client, Error, Service};
 
-use common::echo::{echo_client::EchoClient, echo_server::EchoServer, EchoRequest};
-use common::{grpc_raw, http1, start_echo, start_echo_with, EchoImpl, TestServer};
+use common::echo::{echo_client::EchoClient, EchoRequest};
+use common::{grpc_raw, http1, start_echo, start_echo_with, TestServer};
 
 const SERVICE: &str = "echo";
 
@@ -35,39 +35,7 @@ fn req(message: &str) -> EchoRequest {
 
 /// Serves Echo as a micro service configured by `flags` (as on a command line).
 async fn start(flags: &[&str]) -> TestServer {
-    let requests = Arc::new(AtomicU64::new(0));
-    let imp = EchoImpl {
-        name: "a".into(),
-        requests: requests.clone(),
-    };
-    let mut args = vec![SERVICE];
-    args.extend_from_slice(flags);
-    let service = Service::builder()
-        .name(SERVICE)
-        .registry(Arc::new(MemoryRegistry::new()))
-        .broker(Arc::new(MemoryBroker::new()))
-        .handler(EchoServer::new(imp))
-        .args(args)
-        .build()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        service
-            .serve(listener, async move {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| Error::internal_server_error("test", e.to_string()))
-    });
-    TestServer {
-        name: "a".into(),
-        address,
-        stop: Some(tx),
-        task: Some(task),
-        requests,
-    }
+    common::start_service(flags).await
 }
 
 async fn unary_json(server: &TestServer, body: &str) -> (u16, serde_json::Value) {

@@ -290,3 +290,51 @@ pub async fn grpc_raw(address: &str, path: &str, payload: &[u8]) -> (i32, Error)
     assert_ne!(code, 0, "expected an error status");
     (code, Error::parse(source["micro-error"].to_str().unwrap()))
 }
+
+/// A micro service named `echo` serving Echo (as node "a") over an in-memory
+/// registry and broker, configured by `flags` as on a command line; the returned
+/// counter is the handler's requests.
+pub fn echo_service<S: AsRef<str>>(flags: &[S]) -> (micro::ServiceBuilder, Arc<AtomicU64>) {
+    let requests = Arc::new(AtomicU64::new(0));
+    let imp = EchoImpl {
+        name: "a".into(),
+        requests: requests.clone(),
+    };
+    let mut args = vec!["echo".to_string()];
+    args.extend(flags.iter().map(|f| f.as_ref().to_string()));
+    let builder = micro::Service::builder()
+        .name("echo")
+        .registry(Arc::new(micro::registry::MemoryRegistry::new()))
+        .broker(Arc::new(micro::broker::MemoryBroker::new()))
+        .handler(echo_server::EchoServer::new(imp))
+        .args(args);
+    (builder, requests)
+}
+
+/// Serves `service` on a loopback port until the returned server is stopped.
+pub async fn serve_service(service: micro::Service, requests: Arc<AtomicU64>) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        service
+            .serve(listener, async move {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| Error::internal_server_error("test", e.to_string()))
+    });
+    TestServer {
+        name: "a".into(),
+        address,
+        stop: Some(tx),
+        task: Some(task),
+        requests,
+    }
+}
+
+/// [`echo_service`] with `flags`, built and served.
+pub async fn start_service<S: AsRef<str>>(flags: &[S]) -> TestServer {
+    let (builder, requests) = echo_service(flags);
+    serve_service(builder.build().unwrap(), requests).await
+}
