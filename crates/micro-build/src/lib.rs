@@ -552,10 +552,17 @@ impl Builder {
         for path in &self.boxed {
             config.boxed(path);
         }
+        // Every file goes to prost, extern ones included: it resolves field types
+        // (a `google.protobuf.Value` field) through them. Their code is dropped below.
+        let extern_modules: HashSet<prost_build::Module> = fds
+            .file
+            .iter()
+            .filter(|f| is_extern(f.package()))
+            .map(|f| prost_build::Module::from_protobuf_package_name(f.package()))
+            .collect();
         let requests: Vec<(prost_build::Module, FileDescriptorProto)> = fds
             .file
             .iter()
-            .filter(|f| !is_extern(f.package()))
             .map(|f| {
                 (
                     prost_build::Module::from_protobuf_package_name(f.package()),
@@ -571,6 +578,9 @@ impl Builder {
         }
         let mut files: BTreeMap<String, String> = BTreeMap::new();
         for (module, code) in modules {
+            if extern_modules.contains(&module) {
+                continue;
+            }
             let name = module.to_file_name_or("_");
             files.insert(
                 name,

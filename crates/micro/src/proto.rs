@@ -7,3 +7,17 @@ pub mod debug {
         crate::include_proto!("micro.debug.v1");
     }
 }
+
+/// The API of `micro server` (the proxy): `Client`, `Broker`, `Registry` and
+/// `Config`, package `micro.v1`. Every client library builds on it.
+pub mod v1 {
+    crate::include_proto!("micro.v1");
+}
+
+/// The standard gRPC health checking protocol, package `grpc.health.v1`.
+pub mod health {
+    /// Version 1.
+    pub mod v1 {
+        crate::include_proto!("grpc.health.v1");
+    }
+}
