@@ -8,7 +8,7 @@ use crate::Error;
 
 /// The broker names this build knows.
 pub fn names() -> Vec<&'static str> {
-    let mut names = vec!["http", "memory"];
+    let mut names = vec!["http", "memory", "service"];
     if cfg!(feature = "nats") {
         names.push("nats");
     }
@@ -28,6 +28,12 @@ pub fn from_name(
 ) -> Result<Arc<dyn Broker>, Error> {
     match name {
         "memory" => Ok(Arc::new(MemoryBroker::new())),
+        "service" => Ok(Arc::new(super::ServiceBroker::new(
+            addresses
+                .first()
+                .filter(|a| !a.is_empty())
+                .map_or(super::ServiceBroker::DEFAULT_ADDRESS, String::as_str),
+        ))),
         "http" | "" => {
             let broker = super::HttpBroker::new(registry);
             Ok(Arc::new(match addresses.first() {

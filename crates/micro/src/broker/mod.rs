@@ -14,6 +14,7 @@ mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 mod publisher;
+mod service;
 mod subscriber;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use memory::MemoryBroker;
 #[cfg(feature = "nats")]
 pub use nats::NatsBroker;
 pub use publisher::Publisher;
+pub use service::ServiceBroker;
 pub use subscriber::{dead_letter_topic, typed_handler, Event};
 
 use crate::Error;

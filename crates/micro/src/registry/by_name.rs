@@ -7,10 +7,10 @@ use crate::Error;
 
 /// The registry names this build knows, for help texts and errors.
 #[cfg(feature = "mdns")]
-pub const NAMES: &[&str] = &["mdns", "local", "memory"];
+pub const NAMES: &[&str] = &["mdns", "local", "memory", "service"];
 /// The registry names this build knows, for help texts and errors.
 #[cfg(not(feature = "mdns"))]
-pub const NAMES: &[&str] = &["local", "memory"];
+pub const NAMES: &[&str] = &["local", "memory", "service"];
 
 /// The registry a service uses when none is named: this machine's local registry,
 /// merged with mDNS for the LAN where multicast works.
@@ -59,6 +59,12 @@ pub fn from_name(
     match name {
         "memory" => Ok(Arc::new(MemoryRegistry::new())),
         "local" => Ok(Arc::new(local())),
+        "service" => Ok(Arc::new(super::ServiceRegistry::new(
+            addresses
+                .first()
+                .filter(|a| !a.is_empty())
+                .map_or(super::ServiceRegistry::DEFAULT_ADDRESS, String::as_str),
+        ))),
         #[cfg(feature = "mdns")]
         "mdns" | "default" => Ok(Arc::new(super::DefaultRegistry::with_local(local()))),
         other => Err(Error::bad_request(

@@ -12,6 +12,7 @@ mod local;
 #[cfg(feature = "mdns")]
 mod mdns;
 mod memory;
+pub(crate) mod service;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use local::LocalRegistry;
 #[cfg(feature = "mdns")]
 pub use mdns::{MdnsBuilder, MdnsRegistry};
 pub use memory::MemoryRegistry;
+pub use service::ServiceRegistry;
 
 use crate::Error;
 
@@ -176,7 +178,7 @@ pub(crate) fn found_or_not_found(name: &str, found: Vec<Service>) -> Result<Vec<
 
 /// Checks a record before registering it: it needs a name, and every node an id
 /// and an address. The same 400 from every registry.
-pub(crate) fn validate(service: &Service) -> Result<(), Error> {
+pub fn validate(service: &Service) -> Result<(), Error> {
     if service.name.is_empty() {
         return Err(Error::bad_request(
             "micro.registry",
