@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use anyhow::bail;
 use clap::{Args, ValueEnum};
 use micro::options::{ClientArgs, PartialOptions, RegistryArgs, ServiceOptions};
 use micro::registry::{Ownership, Registry};
@@ -37,12 +36,6 @@ impl Common {
         let options = ServiceOptions::from_layers(flags, &PartialOptions::default(), &|v| {
             std::env::var(v).ok()
         })?;
-        if let Some(proxy) = &options.proxy {
-            bail!(
-                "MICRO_PROXY/--proxy ({proxy}) is set, but sending calls through a micro proxy is \
-                 not available in this version: unset it, or call the node with --address"
-            );
-        }
         Ok(options)
     }
 
@@ -65,14 +58,18 @@ impl Common {
             &options.registry_address,
             Ownership::Detached,
         )?;
-        Ok(micro::Client::builder()
+        let mut client = micro::Client::builder()
             .registry(registry)
             .request_timeout(options.client_request_timeout)
             .retries(options.client_retries)
             .dial_timeout(options.client_dial_timeout)
             .pool_size(options.client_pool_size)
-            .strategy(options.selector.parse()?)
-            .build())
+            .strategy(options.selector.parse()?);
+        // MICRO_PROXY: every call goes through the micro proxy there.
+        if let Some(proxy) = &options.proxy {
+            client = client.proxy(proxy.clone());
+        }
+        Ok(client.build())
     }
 
     /// Prints a JSON value: indented for people, one line for scripts.

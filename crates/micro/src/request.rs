@@ -15,6 +15,8 @@ pub struct CallContext {
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Option<Instant>,
     pub(crate) remote_addr: Option<SocketAddr>,
+    /// The HTTP path of the request (`/greeter.Greeter/Hello`, or `/`).
+    pub(crate) path: Arc<str>,
 }
 
 impl CallContext {
@@ -62,6 +64,12 @@ impl CallContext {
     /// The peer's address, when the call came over the network.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
+    }
+    /// The HTTP path the request came on (`/greeter.Greeter/Hello`, or `/` for a
+    /// call named by the `Micro-Endpoint` header); empty for in-process calls. A
+    /// server's fallback uses it to forward calls it does not serve itself.
+    pub fn path(&self) -> &str {
+        &self.path
     }
     /// The name of the calling service, if it said (`Micro-From-Service`).
     pub fn from_service(&self) -> Option<&str> {

@@ -390,15 +390,6 @@ impl ServiceBuilder {
                 "the service has no name: call .name(..) or pass --server_name",
             ));
         }
-        if let Some(proxy) = &options.proxy {
-            return Err(Error::bad_request(
-                ID,
-                format!(
-                    "MICRO_PROXY/--proxy ({proxy}) is set, but sending calls through a micro proxy \
-                     is not available in this version: unset it"
-                ),
-            ));
-        }
         let registry = match self.registry.take() {
             Some(r) => r,
             None => registry::from_name(
@@ -453,6 +444,10 @@ impl ServiceBuilder {
             .max_body(options.server_max_body);
         if let Some(policy) = &wrappers.retry {
             client = client.retry(policy.clone());
+        }
+        // MICRO_PROXY: every call goes through the micro proxy there.
+        if let Some(proxy) = &options.proxy {
+            client = client.proxy(proxy.clone());
         }
         for call in &wrappers.call {
             client = client.wrap(call.clone());

@@ -8,10 +8,12 @@ use std::task::{Context, Poll};
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::{check_head, read_unary, ID, USER_AGENT};
+use super::{check_head, http_error, read_unary, ID, USER_AGENT};
 use crate::codec::Format;
 use crate::registry::Node;
 use crate::server::RawReply;
@@ -95,7 +97,12 @@ pub(crate) struct TransportInner {
     pub(crate) from_service: Option<HeaderValue>,
     pub(crate) pool: Pool<Body>,
     pub(crate) max_body: usize,
+    /// Time to connect to an `http-json` node (not pooled).
+    pub(crate) dial_timeout: std::time::Duration,
 }
+
+/// The node metadata `protocol` of nodes that speak only JSON over HTTP/1.1.
+pub const HTTP_JSON: &str = "http-json";
 
 /// The innermost client service: sends an [`Attempt`] over a pooled HTTP/2
 /// connection and reads the answer.
@@ -147,6 +154,9 @@ impl Transport {
     }
 
     pub(crate) async fn attempt(&self, attempt: Attempt) -> Result<RawReply, Error> {
+        if attempt.node.metadata.get("protocol").map(String::as_str) == Some(HTTP_JSON) {
+            return self.attempt_http_json(attempt).await;
+        }
         let node = attempt.node.clone();
         let streams = attempt.streams;
         let req = self.request(attempt)?;
@@ -160,6 +170,179 @@ impl Transport {
             Ok(RawReply::One(read_unary(rsp, self.0.max_body).await?))
         }
     }
+}
+
+impl Transport {
+    /// Calls a node that speaks only JSON over HTTP/1.1: `POST /` with the
+    /// `Micro-Endpoint` header and the JSON body (NDJSON lines for several
+    /// messages); the answer is the JSON body, NDJSON lines for a stream, or the
+    /// shared error JSON with its status.
+    async fn attempt_http_json(&self, attempt: Attempt) -> Result<RawReply, Error> {
+        let address = attempt.node.address.clone();
+        if attempt.format != Format::Json {
+            return Err(Error::not_implemented(
+                ID,
+                format!(
+                    "{} ({address}) speaks only JSON over HTTP (protocol http-json): call {} \
+                     with JSON (Client::call_json, `micro call`, or application/json / \
+                     application/grpc+json through the proxy)",
+                    attempt.service, attempt.endpoint
+                ),
+            ));
+        }
+        // The framed request message(s), unframed and joined as lines.
+        let framed = attempt
+            .body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let mut buf = bytes::BytesMut::from(framed);
+        let mut payload = bytes::BytesMut::new();
+        while let Some(message) = frame::decode_frame(&mut buf, self.0.max_body)? {
+            if !payload.is_empty() {
+                payload.extend_from_slice(b"\n");
+            }
+            payload.extend_from_slice(&message);
+        }
+        let mut req = Request::new(Full::new(payload.freeze()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = http::Uri::from_static("/");
+        let headers = req.headers_mut();
+        attempt.metadata.write_headers(headers);
+        if let Ok(host) = HeaderValue::from_str(&address) {
+            headers.insert(header::HOST, host);
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Ok(v) = HeaderValue::from_str(&attempt.endpoint) {
+            headers.insert("micro-endpoint", v);
+        }
+        let remaining = attempt.deadline.saturating_duration_since(Instant::now());
+        if let Ok(v) = HeaderValue::from_str(&format!("{}ms", remaining.as_millis().max(1))) {
+            headers.insert("timeout", v);
+        }
+        if let Some(from) = &self.0.from_service {
+            if !headers.contains_key("micro-from-service") {
+                headers.insert("micro-from-service", from.clone());
+            }
+        }
+        let unavailable = |e: &dyn fmt::Display| {
+            Error::service_unavailable(ID, format!("calling {address}: {e}"))
+        };
+        let tcp = tokio::time::timeout(
+            self.0.dial_timeout,
+            tokio::net::TcpStream::connect(address.as_str()),
+        )
+        .await
+        .map_err(|_| unavailable(&"connect timed out"))?
+        .map_err(|e| unavailable(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "http-json connection ended with an error");
+            }
+        });
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if rsp.status() != http::StatusCode::OK {
+            let status = rsp.status();
+            return Err(http_error(status, rsp.into_body()).await);
+        }
+        let max = self.0.max_body;
+        if attempt.streams {
+            return Ok(RawReply::Stream(ndjson_lines(rsp.into_body(), max).boxed()));
+        }
+        let body = http_body_util::Limited::new(rsp.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Error::payload_too_large(
+                        ID,
+                        format!("response is over the limit of {max} bytes"),
+                    )
+                } else {
+                    unavailable(&e)
+                }
+            })?;
+        Ok(RawReply::One(body.to_bytes()))
+    }
+}
+
+/// The messages of an NDJSON body as they arrive; a line `{"error":{..}}` ends the
+/// stream with that error.
+fn ndjson_lines(
+    body: Incoming,
+    max: usize,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, Error>> + Send + 'static {
+    let state = (body, bytes::BytesMut::new(), false);
+    futures_util::stream::unfold(state, move |(mut body, mut buf, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            if let Some(at) = buf.iter().position(|b| *b == b'\n') {
+                let line = buf.split_to(at + 1).freeze();
+                let line = line.slice(..at);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let failed = line_message(line);
+                let end = failed.is_err();
+                return Some((failed, (body, buf, end)));
+            }
+            if buf.len() > max {
+                let err = Error::payload_too_large(
+                    ID,
+                    format!("a streamed message is over the limit of {max} bytes"),
+                );
+                return Some((Err(err), (body, bytes::BytesMut::new(), true)));
+            }
+            match body.frame().await {
+                // End of body: flush the last line, if any.
+                None => {
+                    return if buf.iter().all(u8::is_ascii_whitespace) {
+                        None
+                    } else {
+                        let line = buf.split().freeze();
+                        Some((line_message(line), (body, buf, true)))
+                    };
+                }
+                Some(Err(e)) => {
+                    let err = Error::service_unavailable(ID, format!("reading stream: {e}"));
+                    return Some((Err(err), (body, bytes::BytesMut::new(), true)));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// One NDJSON line: a message, or the error of a line `{"error":{..}}`.
+fn line_message(line: bytes::Bytes) -> Result<bytes::Bytes, Error> {
+    if line.starts_with(b"{\"error\"") {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
+            if let Some(e) = v.get("error").filter(|e| e.is_object()) {
+                if v.as_object().is_some_and(|o| o.len() == 1) {
+                    return Err(Error::parse(&e.to_string()));
+                }
+            }
+        }
+    }
+    Ok(line)
 }
 
 impl tower::Service<Attempt> for Transport {

@@ -10,6 +10,12 @@
 //! of service versions that list its endpoint (versions listing no endpoint pass),
 //! and [`CallOptions::version`] / [`CallOptions::node_metadata`] narrow it further.
 //!
+//! A node whose registry metadata `protocol` is `http-json` (a program in another
+//! language that speaks only JSON over HTTP/1.1) is called as `POST /` with the
+//! `Micro-Endpoint` header and the JSON body; only JSON calls can reach it. With
+//! [`ClientBuilder::proxy`] (`MICRO_PROXY`), every call goes to a micro proxy
+//! instead, which finds the service (named in the `micro-service` header).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), micro::Error> {
 //! use micro::client::{CallOptions, Client};
@@ -51,7 +57,7 @@ use crate::codec::{Format, Message};
 use crate::registry::{MemoryRegistry, Node, Registry};
 use crate::selector::{CacheSelector, Outcome, SelectOptions, Selected, Selector, Strategy};
 use crate::server::method::MethodKind;
-use crate::server::RawReply;
+use crate::server::{RawBody, RawReply};
 use crate::streaming::{until_deadline, RawStream};
 use crate::wire::pool::Pool;
 use crate::wire::{frame, status, Body};
@@ -95,6 +101,8 @@ struct Inner {
     wrapped: Option<BoxService<Attempt, RawReply>>,
     request_timeout: Duration,
     retry: RetryPolicy,
+    /// The micro proxy every call goes to (`MICRO_PROXY`), if any.
+    proxy: Option<Arc<Node>>,
 }
 
 impl fmt::Debug for Client {
@@ -104,6 +112,7 @@ impl fmt::Debug for Client {
             .field("request_timeout", &self.inner.request_timeout)
             .field("retry", &self.inner.retry)
             .field("wrapped", &self.inner.wrapped.is_some())
+            .field("proxy", &self.inner.proxy.as_ref().map(|n| &n.address))
             .finish()
     }
 }
@@ -141,6 +150,7 @@ pub struct ClientBuilder {
     dial_timeout: Duration,
     max_body: usize,
     wrappers: Vec<CallWrapper>,
+    proxy: Option<String>,
 }
 
 impl ClientBuilder {
@@ -232,6 +242,19 @@ impl ClientBuilder {
         self.max_body = bytes;
         self
     }
+    /// Sends every call to the micro proxy at `address` (`host:port`, what
+    /// `MICRO_PROXY` sets) with the header `micro-service: <service>`; the proxy
+    /// finds the service and picks its node. Calls with a pinned
+    /// [`CallOptions::address`] still go to that address.
+    ///
+    /// ```
+    /// let client = micro::Client::builder().proxy("127.0.0.1:8081").build();
+    /// # let _ = client;
+    /// ```
+    pub fn proxy(mut self, address: impl Into<String>) -> Self {
+        self.proxy = Some(address.into());
+        self
+    }
     /// The client.
     pub fn build(self) -> Client {
         let selector = self.selector.unwrap_or_else(|| {
@@ -246,7 +269,15 @@ impl ClientBuilder {
                 .and_then(|n| HeaderValue::from_str(&n).ok()),
             pool: Pool::new(ID, self.dial_timeout).max_size(self.pool_size),
             max_body: self.max_body,
+            dial_timeout: self.dial_timeout,
         }));
+        let proxy = self.proxy.map(|address| {
+            Arc::new(Node {
+                id: format!("proxy-{address}"),
+                address,
+                ..Default::default()
+            })
+        });
         Client {
             inner: Arc::new(Inner {
                 selector,
@@ -254,6 +285,7 @@ impl ClientBuilder {
                 transport,
                 request_timeout: self.request_timeout,
                 retry: self.retry,
+                proxy,
             }),
         }
     }
@@ -284,6 +316,7 @@ impl Client {
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             max_body: crate::server::DEFAULT_MAX_BODY,
             wrappers: Vec::new(),
+            proxy: None,
         }
     }
 
@@ -397,6 +430,92 @@ impl Client {
         }))
     }
 
+    /// A call of any kind with already encoded messages in `format`, for proxies
+    /// that pass bytes through both ways. `requests` is one message
+    /// ([`RawBody::One`], retried like a unary call) or the messages as they come
+    /// ([`RawBody::Stream`], one attempt). The answer is [`RawReply::One`] for unary
+    /// and client-streaming endpoints, else [`RawReply::Stream`], which ends at the
+    /// call's deadline.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: micro::Client) -> Result<(), micro::Error> {
+    /// use micro::client::CallOptions;
+    /// use micro::codec::Format;
+    /// use micro::server::{MethodKind, RawBody, RawReply};
+    ///
+    /// let request = RawBody::One(br#"{"count":3}"#.as_slice().into());
+    /// let opts = CallOptions::default();
+    /// let reply = client
+    ///     .call_raw_stream("greeter", "Greeter.Stream", Format::Json, MethodKind::ServerStreaming, request, &opts)
+    ///     .await?;
+    /// assert!(matches!(reply, RawReply::Stream(_)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_raw_stream(
+        &self,
+        service: &str,
+        endpoint: &str,
+        format: Format,
+        kind: MethodKind,
+        requests: RawBody,
+        opts: &CallOptions,
+    ) -> Result<RawReply, Error> {
+        let target = Target {
+            service,
+            endpoint,
+            path: "/",
+            format,
+        };
+        if kind == MethodKind::Unary {
+            let one = match requests {
+                RawBody::One(payload) => payload,
+                RawBody::Stream(mut s) => {
+                    let first = s.next().await.transpose()?.ok_or_else(|| {
+                        Error::bad_request(ID, format!("{endpoint}: the request has no message"))
+                    })?;
+                    if s.next().await.is_some() {
+                        return Err(Error::bad_request(
+                            ID,
+                            format!("{endpoint} takes exactly one request message"),
+                        ));
+                    }
+                    first
+                }
+            };
+            let framed = frame::frame_bytes(&one)?;
+            return self.unary(target, framed, opts).await.map(RawReply::One);
+        }
+        let (single, body) = match requests {
+            RawBody::One(payload) if !kind.client_streams() => {
+                (Some(frame::frame_bytes(&payload)?), None)
+            }
+            RawBody::One(payload) => {
+                let framed = frame::frame_bytes(&payload)?;
+                (None, Some(Body::full(framed)))
+            }
+            RawBody::Stream(s) => {
+                let frames = s
+                    .take_while(|item| futures_util::future::ready(item.is_ok()))
+                    .filter_map(|item| {
+                        futures_util::future::ready(
+                            item.ok()
+                                .and_then(|m| frame::frame_bytes(&m).ok())
+                                .map(Frame::data),
+                        )
+                    });
+                (None, Some(Body::stream(frames.boxed())))
+            }
+        };
+        let mut raw = self.open_stream(target, single, body, opts).await?;
+        if kind.server_streams() {
+            return Ok(RawReply::Stream(raw));
+        }
+        let first = raw.next().await.transpose()?.ok_or_else(|| {
+            Error::internal_server_error(ID, format!("{endpoint} answered no message"))
+        })?;
+        Ok(RawReply::One(first))
+    }
+
     /// A client-streaming call: a stream of requests, one response.
     pub async fn client_stream<Req: Message, Rsp: Message, S>(
         &self,
@@ -476,6 +595,9 @@ impl Client {
                 address: address.clone(),
                 ..Default::default()
             }));
+        }
+        if let Some(proxy) = &self.inner.proxy {
+            return Ok(proxy.clone());
         }
         let mut select = SelectOptions::new()
             .tried(tried)
@@ -563,6 +685,10 @@ impl Client {
         // caller set its own.
         let mut metadata = crate::request::inherited_trace();
         metadata.merge(&opts.metadata);
+        if self.inner.proxy.is_some() && opts.address.is_none() {
+            // The proxy finds the service by this header.
+            metadata.insert("micro-service", target.service);
+        }
         policy.on_call();
         let mut tried = Vec::new();
         let mut number = 0;
@@ -658,26 +784,32 @@ fn check_head(rsp: &Response<Incoming>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The error of a non-200 HTTP answer: the shared error JSON in its body, or one
+/// made of its status and text.
+async fn http_error(status: StatusCode, body: Incoming) -> Error {
+    let text = http_body_util::Limited::new(body, 64 * 1024)
+        .collect()
+        .await
+        .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+        .unwrap_or_default();
+    let err = Error::parse(&text);
+    if err.code() == 500 && status.as_u16() != 500 {
+        return Error::new(
+            ID,
+            format!("HTTP {}: {}", status, text.trim()),
+            status.as_u16(),
+        );
+    }
+    err
+}
+
 /// Reads a unary gRPC response: its one message, or the error in its status.
 async fn read_unary(rsp: Response<Incoming>, max: usize) -> Result<Bytes, Error> {
     let (parts, body) = rsp.into_parts();
     if parts.status != StatusCode::OK {
         // Not a gRPC answer (a proxy or a non-micro server): the body may still hold
         // the shared error JSON.
-        let text = http_body_util::Limited::new(body, 64 * 1024)
-            .collect()
-            .await
-            .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
-            .unwrap_or_default();
-        let mut err = Error::parse(&text);
-        if err.code() == 500 && parts.status.as_u16() != 500 {
-            err = Error::new(
-                ID,
-                format!("HTTP {}: {}", parts.status, text.trim()),
-                parts.status.as_u16(),
-            );
-        }
-        return Err(err);
+        return Err(http_error(parts.status, body).await);
     }
     if let Some(Err(e)) = status::read_status(&parts.headers, ID) {
         return Err(e);

@@ -120,6 +120,16 @@ where
     }
 }
 
+/// Adapts `async fn(RawRequest) -> Result<RawReply, Error>` into an endpoint (a
+/// server's fallback, a proxy).
+pub fn raw<F, Fut>(f: F) -> BoxMethodHandler
+where
+    F: Fn(RawRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<RawReply, Error>> + Send + 'static,
+{
+    Arc::new(FnHandler(move |req: RawRequest| f(req).boxed()))
+}
+
 /// How a handler's input is made from the raw body.
 type Decode<In> = fn(Format, RawBody) -> BoxFuture<'static, Result<In, Error>>;
 /// How a handler's output becomes the raw reply.

@@ -53,6 +53,7 @@ pub struct Server {
     handlers: Vec<HandlerDesc>,
     wrappers: Vec<HandlerWrapper>,
     routes: Vec<HttpRoute>,
+    fallback: Option<method::BoxMethodHandler>,
     stats: Arc<Stats>,
 }
 
@@ -80,6 +81,7 @@ impl Server {
             handlers: Vec::new(),
             wrappers: Vec::new(),
             routes: Vec::new(),
+            fallback: None,
             stats: Arc::new(Stats::new()),
         }
     }
@@ -124,6 +126,37 @@ impl Server {
         self
     }
 
+    /// Handles the calls no handler serves, instead of answering 404: what a proxy
+    /// uses to forward `/greeter.Greeter/Hello` to the service that serves it.
+    ///
+    /// The fallback gets the raw request: [`CallContext::path`](crate::CallContext::path)
+    /// is the HTTP path, the endpoint is the `Micro-Endpoint` header or the one the
+    /// path names (`Greeter.Hello`), `format` the caller's payload format. Over gRPC
+    /// the body is [`RawBody::Stream`] with the request messages as they arrive; over
+    /// JSON it is [`RawBody::One`] with the whole body (NDJSON lines for a client
+    /// stream). The reply is served like any endpoint's: one message, or a stream
+    /// (gRPC frames, NDJSON lines or server-sent events). Handler wrappers do not
+    /// apply to it.
+    ///
+    /// ```
+    /// use micro::server::{RawReply, RawRequest, Server};
+    ///
+    /// // Answers every unknown call with the path it came on.
+    /// let server = Server::new("proxy").fallback(|req: RawRequest| async move {
+    ///     let path = req.ctx.path().to_string();
+    ///     Ok(RawReply::One(serde_json::to_vec(&path).unwrap_or_default().into()))
+    /// });
+    /// # let _ = server;
+    /// ```
+    pub fn fallback<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(RawRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<RawReply, Error>> + Send + 'static,
+    {
+        self.fallback = Some(method::raw(handler));
+        self
+    }
+
     /// The largest request message accepted, in bytes (default 4 MiB); larger ones
     /// get a 413 (`RESOURCE_EXHAUSTED` over gRPC).
     pub fn max_body(mut self, bytes: usize) -> Self {
@@ -150,6 +183,9 @@ impl Server {
         router.add(&self.name, debug, &[])?;
         for desc in &self.handlers {
             router.add(&self.name, desc.clone(), &self.wrappers)?;
+        }
+        if let Some(fallback) = &self.fallback {
+            router.set_fallback(fallback.clone());
         }
         Ok(router)
     }

@@ -22,6 +22,10 @@ pub(crate) struct Route {
     /// The handler inside the handler wrappers; `None` when there are none (or the
     /// handler is internal, such as `Debug.Health`).
     pub(crate) wrapped: Option<HandlerService>,
+    /// Whether this is the server's fallback for a path no handler serves: the
+    /// transport then hands it the body unsplit (gRPC frames as they come, a JSON
+    /// body whole) and the endpoint derived from the path.
+    pub(crate) fallback: bool,
 }
 
 impl Route {
@@ -42,6 +46,8 @@ pub(crate) struct Router {
     by_endpoint: HashMap<String, Route>,
     /// Endpoints listed in the registry record (internal handlers excluded).
     public: Vec<Endpoint>,
+    /// Called for requests no handler serves (a proxy forwarding them).
+    fallback: Option<BoxMethodHandler>,
 }
 
 impl Router {
@@ -68,6 +74,7 @@ impl Router {
                 handler: method.handler.clone(),
                 service: service.clone(),
                 wrapped: None,
+                fallback: false,
             };
             if !desc.internal {
                 route.wrapped = crate::wrapper::layer::stack(wrappers, route.endpoint());
@@ -86,8 +93,50 @@ impl Router {
         &self.public
     }
 
-    /// The route for a request, or a 404 that says what was asked for.
-    pub(crate) fn route(&self, path: &str, endpoint_header: Option<&str>) -> Result<&Route, Error> {
+    /// Sets the handler for requests no route serves.
+    pub(crate) fn set_fallback(&mut self, handler: BoxMethodHandler) {
+        self.fallback = Some(handler);
+    }
+
+    /// The route for a request, or a 404 that says what was asked for; with a
+    /// fallback, an unknown endpoint goes to the fallback instead, and so does a
+    /// request whose `micro-service` header (`for_service`) names another service
+    /// than this server's.
+    pub(crate) fn route(
+        &self,
+        service: &Arc<str>,
+        path: &str,
+        endpoint_header: Option<&str>,
+        for_service: Option<&str>,
+    ) -> Result<Route, Error> {
+        let elsewhere = for_service.is_some_and(|s| !s.is_empty() && s != service.as_ref());
+        let found = if elsewhere && self.fallback.is_some() {
+            Err(Error::not_found("micro.server", "served elsewhere"))
+        } else {
+            self.find(path, endpoint_header)
+        };
+        match (found, &self.fallback) {
+            (Ok(route), _) => Ok(route.clone()),
+            (Err(e), Some(handler)) if e.code() == 404 => {
+                let endpoint = match endpoint_header {
+                    Some(endpoint) => endpoint.to_string(),
+                    None => endpoint_of_path(path).ok_or(e)?,
+                };
+                Ok(Route {
+                    endpoint: endpoint.into(),
+                    // Frames flow as they come both ways; the fallback decides.
+                    kind: MethodKind::BidiStreaming,
+                    handler: handler.clone(),
+                    service: service.clone(),
+                    wrapped: None,
+                    fallback: true,
+                })
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    fn find(&self, path: &str, endpoint_header: Option<&str>) -> Result<&Route, Error> {
         if let Some(endpoint) = endpoint_header {
             return self.by_endpoint.get(endpoint).ok_or_else(|| {
                 Error::not_found("micro.server", format!("unknown endpoint {endpoint}"))
@@ -102,5 +151,36 @@ impl Router {
         self.by_path
             .get(path)
             .ok_or_else(|| Error::not_found("micro.server", format!("unknown endpoint {path}")))
+    }
+}
+
+/// The endpoint a gRPC path names: `/greeter.Greeter/Hello` → `Greeter.Hello`.
+pub(crate) fn endpoint_of_path(path: &str) -> Option<String> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let service = service.rsplit('.').next()?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some(format!("{service}.{method}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of_path;
+
+    #[test]
+    fn endpoint_of_a_grpc_path() {
+        assert_eq!(
+            endpoint_of_path("/greeter.Greeter/Hello").as_deref(),
+            Some("Greeter.Hello")
+        );
+        assert_eq!(
+            endpoint_of_path("/a.b.v1.Echo/Call").as_deref(),
+            Some("Echo.Call")
+        );
+        assert_eq!(endpoint_of_path("/Echo/Call").as_deref(), Some("Echo.Call"));
+        assert_eq!(endpoint_of_path("/"), None);
+        assert_eq!(endpoint_of_path("/x/y/z"), None);
+        assert_eq!(endpoint_of_path("/x."), None);
     }
 }

@@ -114,6 +114,12 @@ impl Shared {
             .headers
             .get("micro-endpoint")
             .and_then(|v| v.to_str().ok());
+        // A proxy's client names the service it means (`micro-service`).
+        let for_service = parts
+            .headers
+            .get("micro-service")
+            .and_then(|v| v.to_str().ok());
+        let route = |path: &str| self.router.route(&self.name, path, endpoint, for_service);
         match content_type {
             Some(ContentType::Grpc(format)) => {
                 if parts.version != Version::HTTP_2 {
@@ -122,15 +128,15 @@ impl Shared {
                         "gRPC needs HTTP/2; use Content-Type: application/json over HTTP/1.1",
                     ));
                 }
-                let route = match self.router.route(parts.uri.path(), endpoint) {
-                    Ok(r) => r.clone(),
+                let route = match route(parts.uri.path()) {
+                    Ok(r) => r,
                     Err(e) => return grpc::error_response(format, &e),
                 };
                 let deadline = match header_deadline(&parts.headers, GRPC_TIMEOUT) {
                     Ok(d) => d,
                     Err(e) => return grpc::error_response(format, &e),
                 };
-                let ctx = self.context(&route, &parts.headers, deadline, remote);
+                let ctx = self.context(&route, &parts, deadline, remote);
                 grpc::handle(self, route, format, ctx, &parts.headers, body).await
             }
             Some(ContentType::Json) => {
@@ -143,21 +149,22 @@ impl Shared {
                         .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
                     return rsp;
                 }
-                let route = match self.router.route(parts.uri.path(), endpoint) {
-                    Ok(r) => r.clone(),
+                let route = match route(parts.uri.path()) {
+                    Ok(r) => r,
                     Err(e) => return json::error_response(&e),
                 };
                 let deadline = match header_deadline(&parts.headers, HTTP_TIMEOUT) {
                     Ok(d) => d,
                     Err(e) => return json::error_response(&e),
                 };
-                let ctx = self.context(&route, &parts.headers, deadline, remote);
+                let ctx = self.context(&route, &parts, deadline, remote);
+                let sse = json::wants_sse(&parts.headers);
                 let length = parts
                     .headers
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
-                json::handle(self, route, ctx, length, body).await
+                json::handle(self, route, ctx, length, sse, body).await
             }
             None => json::error_response(&Error::unsupported_media_type(
                 self.name.as_ref(),
@@ -170,16 +177,17 @@ impl Shared {
     fn context(
         &self,
         route: &Route,
-        headers: &HeaderMap,
+        parts: &http::request::Parts,
         deadline: Option<Instant>,
         remote: SocketAddr,
     ) -> CallContext {
         CallContext {
             service: self.name.clone(),
             endpoint: route.endpoint.clone(),
-            metadata: Metadata::from_headers(headers),
+            metadata: Metadata::from_headers(&parts.headers),
             deadline,
             remote_addr: Some(remote),
+            path: parts.uri.path().into(),
         }
     }
 }
