@@ -22,7 +22,9 @@
 //! # }
 //! ```
 
+pub mod broker;
 pub mod client;
+pub mod registry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -136,12 +138,13 @@ impl Proxy {
             .max_body(parts.options.max_body)
             .drain_timeout(parts.options.drain_timeout);
         // One line per API service; keep this list in the order of proto/micro/v1.
-        server.handler(client::handler(parts))
-        // .handler(registry::handler(parts))
-        // .handler(broker::handler(parts))
+        server
+            .handler(client::handler(parts))
+            .handler(registry::handler(parts))
+            .handler(broker::handler(parts))
         // .handler(config::handler(parts))
         // .handler(health::handler(parts))
-        .fallback(client::fallback(parts))
+            .fallback(client::fallback(parts))
     }
 
     /// Serves the proxy on `listener` until `shutdown` completes.
