@@ -84,8 +84,8 @@ fn greeter() -> HandlerDesc {
     }
 }
 
-/// A greeter and a proxy on loopback ports, the greeter registered (with its
-/// endpoints unless `bare`).
+/// A greeter and a proxy on loopback ports, the greeter registered as `greeter`
+/// (with its endpoints unless `bare`).
 struct World {
     proxy: String,
     greeter: String,
@@ -105,6 +105,10 @@ async fn serve(server: Server) -> (String, oneshot::Sender<()>) {
 
 impl World {
     async fn start(bare: bool) -> World {
+        World::start_as("greeter", bare).await
+    }
+
+    async fn start_as(name: &str, bare: bool) -> World {
         let registry = Arc::new(MemoryRegistry::new());
         let broker = Arc::new(MemoryBroker::new());
         let server = Server::new("greeter").handler(greeter());
@@ -115,7 +119,7 @@ impl World {
         };
         let (greeter, stop_greeter) = serve(server).await;
         let record = Service {
-            name: "greeter".into(),
+            name: name.into(),
             version: "latest".into(),
             endpoints,
             nodes: vec![Node {
@@ -388,10 +392,10 @@ async fn publish_goes_to_the_broker() {
 
 #[tokio::test]
 async fn the_sidecar_forwards_stock_grpc_and_json_callers() {
-    for bare in [false, true] {
-        // With the endpoints registered the service is found by its endpoint;
-        // without, by the proto package of the path.
-        let world = World::start(bare).await;
+    for (name, bare) in [("hello-svc", false), ("greeter", true)] {
+        // With the endpoints registered the service is found by its endpoint
+        // (whatever its name); without, by the proto package of the path.
+        let world = World::start_as(name, bare).await;
         let p = &world.proxy;
         let hello =
             micro::codegen::prost::Message::encode_to_vec(&to_struct(json!({"name": "Stock"})));
@@ -427,10 +431,7 @@ async fn the_sidecar_forwards_stock_grpc_and_json_callers() {
             serde_json::from_str::<Value>(&body).unwrap()["message"],
             "Hello Http"
         );
-        let named = [
-            ("Micro-Endpoint", "Greeter.Hello"),
-            ("micro-service", "greeter"),
-        ];
+        let named = [("Micro-Endpoint", "Greeter.Hello"), ("micro-service", name)];
         let (status, _, body) = http1(p, "/", &named, r#"{"name":"Hdr"}"#).await;
         assert_eq!(status, 200, "{body}");
         if !bare {
@@ -487,5 +488,81 @@ async fn a_client_in_proxy_mode_calls_through_the_proxy() {
         .await
         .unwrap_err();
     assert_eq!((err.id(), err.code()), ("greeter", 400));
+    world.stop();
+}
+
+/// A greeter in "another language": JSON over HTTP/1.1 only, `POST /` with the
+/// `Micro-Endpoint` header.
+async fn http_json_greeter() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let endpoint = req.headers()["micro-endpoint"]
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let body: Value = serde_json::from_slice(&body).unwrap();
+                    let text = match endpoint.as_str() {
+                        "Greeter.Hello" => {
+                            json!({"message": format!("Hello {}", body["name"].as_str().unwrap())})
+                        }
+                        _ => {
+                            json!({"id": "pygreeter", "code": 404, "detail": "no such endpoint", "status": "Not Found"})
+                        }
+                    };
+                    let status = if endpoint == "Greeter.Hello" {
+                        200
+                    } else {
+                        404
+                    };
+                    let rsp = http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(text.to_string())))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(rsp)
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_node_in_another_language_registered_through_the_api_is_called_with_json() {
+    let world = World::start(false).await;
+    let p = &world.proxy;
+    let node = http_json_greeter().await;
+    let register = json!({"service": {"name": "pygreeter", "version": "1", "nodes": [
+        {"id": "py-1", "address": node, "metadata": {"protocol": "http-json"}}
+    ]}});
+    let (status, _, body) =
+        http1(p, "/micro.v1.Registry/Register", &[], &register.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let call = r#"{"service":"pygreeter","endpoint":"Greeter.Hello","request":{"name":"Py"}}"#;
+    let (status, _, body) = http1(p, "/micro.v1.Client/Call", &[], call).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"response": {"message": "Hello Py"}})
+    );
+    // Its errors pass through; a protobuf body cannot reach it, and says so.
+    let other = r#"{"service":"pygreeter","endpoint":"Greeter.Other","request":{}}"#;
+    let (status, _, body) = http1(p, "/micro.v1.Client/Call", &[], other).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(Error::parse(&body).id(), "pygreeter");
+    let proto = r#"{"service":"pygreeter","endpoint":"Greeter.Hello","body":"CgA="}"#;
+    let (status, _, body) = http1(p, "/micro.v1.Client/Call", &[], proto).await;
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("JSON"), "{body}");
     world.stop();
 }
