@@ -476,6 +476,61 @@ mod tests {
         .await;
     }
 
+    /// A client that finds services through the `service` registry: its selector
+    /// follows the proxy's Watch, so a node registered or removed on the proxy is
+    /// picked up or dropped without a restart. The service called is the proxy
+    /// itself, registered under a name of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_finds_services_through_the_service_registry() {
+        let registry = Arc::new(MemoryRegistry::new());
+        let (address, _stop) = serve(registry.clone()).await;
+        let mut record = greeter(&["proxy-1"]);
+        record.name = "registry-api".into();
+        record.nodes[0].address = address.clone();
+        record.nodes[0]
+            .metadata
+            .insert("protocol".into(), "grpc+json".into());
+        registry
+            .register(&record, RegisterOptions::default())
+            .await
+            .expect("register");
+
+        let client = micro::Client::builder()
+            .registry(Arc::new(ServiceRegistry::new(address.clone())))
+            .build();
+        let api = RegistryClient::new("registry-api", client);
+        let listed = api
+            .list_services(pb::ListServicesRequest {})
+            .await
+            .expect("a call routed by the service registry");
+        assert_eq!(listed.services[0].name, "registry-api");
+
+        // Gone on the proxy: the selector's cache follows the watch.
+        registry.deregister(&record).await.expect("deregister");
+        let mut gone = false;
+        for _ in 0..100 {
+            if api.list_services(pb::ListServicesRequest {}).await.is_err() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the removed node is still selected");
+        registry
+            .register(&record, RegisterOptions::default())
+            .await
+            .expect("register again");
+        let mut back = false;
+        for _ in 0..100 {
+            if api.list_services(pb::ListServicesRequest {}).await.is_ok() {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(back, "the node registered again is not selected");
+    }
+
     /// A watch of the `service` registry survives a restart of the proxy (a
     /// runtime of its own, shut down like a process that exits): it yields one
     /// "list again" error, then the proxy's state and its changes.

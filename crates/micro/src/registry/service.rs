@@ -31,10 +31,11 @@ pub(crate) const RETRY_MAX: Duration = Duration::from_secs(5);
 ///
 /// Registrations live on the server for their TTL (rounded up to whole seconds),
 /// so a service that stops without deregistering disappears after its TTL. A
-/// [`watch`](Registry::watch) follows the proxy's Watch stream and re-opens it with
-/// a back-off when the proxy restarts; after a re-open the watcher yields one
-/// error ("list again") so that caches such as the selector's re-read what they
-/// hold, then the proxy's current state as `Added` events and the changes.
+/// [`watch`](Registry::watch) follows the proxy's Watch stream: it starts with the
+/// proxy's current state as `Added` events, then the changes. When the stream
+/// breaks (the proxy restarts, or the watcher fell behind) it is re-opened with a
+/// back-off, and the watcher yields one error ("list again") so that caches such
+/// as the selector's re-read what they hold, then the state and changes again.
 ///
 /// ```no_run
 /// # async fn doc() -> Result<(), micro::Error> {
