@@ -53,9 +53,14 @@ fn greeter() -> HandlerDesc {
             return Err(Error::bad_request("greeter", "name is empty"));
         }
         let user = req.metadata().get("x-user").unwrap_or_default().to_string();
-        Ok(to_struct(
-            json!({"message": format!("Hello {name}"), "user": user}),
-        ))
+        let mut answer = json!({"message": format!("Hello {name}"), "user": user});
+        if body["showDeadline"].as_bool() == Some(true) {
+            let left = req
+                .deadline()
+                .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            answer["deadlineMs"] = json!(left.map_or(-1.0, |d| d.as_millis() as f64));
+        }
+        Ok(to_struct(answer))
     });
     let stream = server_streaming(|req: Request<Struct>| async move {
         let body = to_json(req.get_ref());
@@ -298,6 +303,32 @@ async fn call_forwards_json_and_protobuf_and_passes_errors_on() {
     assert!(rsp.response.is_none());
     let answer: Struct = micro::codegen::prost::Message::decode(rsp.body.as_slice()).unwrap();
     assert_eq!(to_json(&answer)["message"], "Hello Proto");
+    // The deadline of the incoming call bounds the forwarded one.
+    let rsp = client
+        .call_with(
+            CallRequest {
+                service: "greeter".into(),
+                endpoint: "Greeter.Hello".into(),
+                request: Some(
+                    serde_json::from_value(json!({"name": "D", "showDeadline": true})).unwrap(),
+                ),
+                ..Default::default()
+            },
+            &opts.clone().timeout(Duration::from_millis(800)),
+        )
+        .await
+        .unwrap();
+    let left = serde_json::to_value(rsp.response.unwrap()).unwrap()["deadlineMs"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=800.0).contains(&left), "{left}");
+    // So does timeout_ms.
+    let call = r#"{"service":"greeter","endpoint":"Greeter.Hello","request":{"name":"T","showDeadline":true},"timeoutMs":300}"#;
+    let (_, _, body) = http1(p, "/micro.v1.Client/Call", &[], call).await;
+    let left = serde_json::from_str::<Value>(&body).unwrap()["response"]["deadlineMs"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=300.0).contains(&left), "{left}");
     // The greeter's error over gRPC too.
     let err = client
         .call_with(
