@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use micro::config::{Config, StoreSource};
@@ -28,12 +28,12 @@ pub enum ConfigVerb {
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
 pub struct StoreArgs {
-    /// The config store: etcd. The default, the config service of `micro server`,
-    /// is not in this version [env: MICRO_CONFIG]
+    /// The config store: service (the config service of `micro server`, through
+    /// its proxy) or etcd [env: MICRO_CONFIG] [default: service]
     #[arg(long, value_name = "NAME", value_parser = ["etcd", "service"])]
     config: Option<String>,
     /// Addresses of the store, comma-separated [env: MICRO_CONFIG_ADDRESS]
-    /// [default for etcd: 127.0.0.1:2379]
+    /// [default: 127.0.0.1:8081 for service, 127.0.0.1:2379 for etcd]
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     config_address: Vec<String>,
     /// Output format: indented JSON (table) or one compact JSON line (json).
@@ -60,7 +60,8 @@ pub struct SetArgs {
 }
 
 impl StoreArgs {
-    /// The store the flags, `MICRO_CONFIG*` or the `MICRO_CONFIG_FILE` name.
+    /// The store the flags, `MICRO_CONFIG*` or the `MICRO_CONFIG_FILE` name; the
+    /// config service of `micro server` when none does.
     fn open(&self) -> anyhow::Result<Arc<dyn StoreSource>> {
         let flags = PartialOptions {
             config: self.config.clone(),
@@ -70,13 +71,9 @@ impl StoreArgs {
         let options = ServiceOptions::from_layers(flags, &PartialOptions::default(), &|v| {
             std::env::var(v).ok()
         })?;
-        let Some(name) = options.config else {
-            bail!(
-                "no config store given: pass --config etcd (with --config_address HOST:PORT, \
-                 default 127.0.0.1:2379) or set MICRO_CONFIG=etcd; the default store, the config \
-                 service of `micro server`, is not in this version"
-            );
-        };
+        // With no store named, the config service of a `micro server` on this
+        // machine (or at --config_address).
+        let name = options.config.unwrap_or_else(|| "service".to_string());
         Ok(micro::config::store(&name, &options.config_address)?)
     }
 

@@ -7,6 +7,7 @@ mod debug_cmd;
 mod output;
 mod pubsub;
 mod registry_cmd;
+mod server_cmd;
 
 use std::process::ExitCode;
 
@@ -49,22 +50,33 @@ enum Command {
     /// Remove the nodes of a service record from the registry.
     #[command(subcommand)]
     Deregister(registry_cmd::ChangeWhat),
-    /// Read, change and watch config in a store (--config etcd).
+    /// Read, change and watch config: in micro server (the default) or etcd.
     #[command(subcommand)]
     Config(config_cmd::ConfigVerb),
+    /// Serve the proxy: the API of micro (Registry, Broker, Config, Client, health)
+    /// as gRPC and as JSON over HTTP on one port.
+    Proxy(server_cmd::ProxyArgs),
+    /// Run micro server: the proxy (8081) with the registry, broker and a persistent
+    /// config store, plus the ports of the API gateway (8080) and dashboard (8082).
+    Server(server_cmd::ServerArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The long-running commands say where they listen; the others only warn.
+    let default_log = match cli.command {
+        Command::Proxy(_) | Command::Server(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Call(args) => call::call(args).await,
         Command::Stream(args) => call::stream(args).await,
@@ -77,6 +89,8 @@ async fn main() -> ExitCode {
         Command::Register(what) => registry_cmd::register(what).await,
         Command::Deregister(what) => registry_cmd::deregister(what).await,
         Command::Config(verb) => config_cmd::run(verb).await,
+        Command::Proxy(args) => server_cmd::proxy(args).await,
+        Command::Server(args) => server_cmd::server(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,13 +157,30 @@ async fn unreachable_config_store_stops_the_start_with_a_clear_error() {
         err.starts_with("config source etcd:/micro/config/: cannot connect"),
         "{err}"
     );
-    // The config service of `micro server` is not in this version: said at build.
-    let err = micro::Service::builder()
+    // The config service of `micro server` (nothing listens there): said at start.
+    let service = micro::Service::builder()
         .name("greeter")
-        .args(["greeter", "--config", "service"])
+        .registry(Arc::new(MemoryRegistry::new()))
+        .args([
+            "greeter",
+            "--config",
+            "service",
+            "--config_address",
+            &address,
+        ])
         .build()
-        .unwrap_err();
-    assert!(err.detail().contains("comes with `micro server`"), "{err}");
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = service
+        .serve(listener, std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("config source service:{address}: ")),
+        "{err}"
+    );
+    assert!(err.contains("is `micro server`"), "{err}");
 }
 
 #[tokio::test]

@@ -24,7 +24,10 @@
 
 pub mod broker;
 pub mod client;
+pub mod config;
+pub mod health;
 pub mod registry;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -142,8 +145,8 @@ impl Proxy {
             .handler(client::handler(parts))
             .handler(registry::handler(parts))
             .handler(broker::handler(parts))
-        // .handler(config::handler(parts))
-        // .handler(health::handler(parts))
+            .handler(config::handler(parts))
+            .handler(health::handler(parts))
             .fallback(client::fallback(parts))
     }
 

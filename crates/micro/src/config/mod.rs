@@ -18,8 +18,8 @@
 //! | `EtcdSource` (feature `etcd`) | `etcd:<prefix>` | etcd watch, reconnecting |
 //! | `VaultSource` (feature `vault`) | `vault:<mount>/<path>` | re-read on an interval / lease; secret |
 //!
-//! A source that can also be written (etcd now, the config service of
-//! `micro server` later) implements [`Store`]; `micro config get|set|del|watch`
+//! A source that can also be written (etcd, or [`ServiceStore`], the config
+//! service of `micro server`) implements [`Store`]; `micro config get|set|del|watch`
 //! works through it.
 //!
 //! ```
@@ -61,6 +61,7 @@ mod http;
 mod layered;
 mod memory;
 mod service;
+mod service_store;
 mod value;
 #[cfg(feature = "vault")]
 mod vault;
@@ -78,6 +79,7 @@ pub use flag::FlagSource;
 pub use layered::{Config, ConfigBuilder};
 pub use memory::MemorySource;
 pub use service::{for_service, store, StoreSource};
+pub use service_store::ServiceStore;
 pub use value::duration;
 #[cfg(feature = "vault")]
 pub use vault::VaultSource;

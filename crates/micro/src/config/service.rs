@@ -38,7 +38,7 @@ pub fn for_service(options: &ServiceOptions) -> Result<Config, ConfigError> {
 
 /// The remote store `name` (`--config`) at `addresses` (`--config_address`):
 /// `etcd` (feature `etcd`), or `service`, the config service of `micro server`
-/// (not in this version).
+/// (its proxy at the first address, default 127.0.0.1:8081).
 pub fn store(name: &str, addresses: &[String]) -> Result<Arc<dyn StoreSource>, ConfigError> {
     match name {
         #[cfg(feature = "etcd")]
@@ -52,11 +52,9 @@ pub fn store(name: &str, addresses: &[String]) -> Result<Arc<dyn StoreSource>, C
                  add features = [\"etcd\"] to the micro dependency",
             ))
         }
-        "service" => Err(ConfigError::new(
-            ErrorKind::Invalid,
-            "the config service (--config service / MICRO_CONFIG=service) comes with \
-             `micro server`, which is not in this version: use --config etcd, or unset MICRO_CONFIG",
-        )),
+        "service" => Ok(Arc::new(super::ServiceStore::new(
+            addresses.first().map(String::as_str).unwrap_or(""),
+        ))),
         other => Err(ConfigError::new(
             ErrorKind::Invalid,
             format!(

@@ -51,8 +51,8 @@ pub struct ServiceArgs {
     #[arg(long, value_name = "PATH")]
     pub config_file: Option<PathBuf>,
 
-    /// A config store the service also loads, after the file: etcd (or service, the
-    /// config service of `micro server`, to come) [env: MICRO_CONFIG]
+    /// A config store the service also loads, after the file: service (the config
+    /// service of `micro server`) or etcd [env: MICRO_CONFIG]
     #[arg(long, value_name = "NAME", value_parser = super::parse_store)]
     pub config: Option<String>,
 

@@ -181,8 +181,8 @@ pub struct ServiceOptions {
     /// which the service also loads as a config source.
     pub config_file: Option<PathBuf>,
     /// `--config` / `MICRO_CONFIG`: the remote config store the service also loads
-    /// (`etcd`; `service`, the config service of `micro server`, to come); `None`
-    /// for none.
+    /// (`etcd`, or `service`, the config service of `micro server`); `None` for
+    /// none.
     pub config: Option<String>,
     /// `--config_address` / `MICRO_CONFIG_ADDRESS` (comma-separated): addresses of
     /// that store.

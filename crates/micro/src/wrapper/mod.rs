@@ -189,6 +189,11 @@ impl Wrappers {
     pub fn handler_names(&self) -> Vec<&str> {
         self.handler.iter().map(|w| w.name()).collect()
     }
+    /// The handler wrappers, outermost first: for a server built by hand (the
+    /// proxy of `micro server` applies them with `Server::wrap`).
+    pub fn handler_wrappers(&self) -> &[HandlerWrapper] {
+        &self.handler
+    }
     /// The names of the call wrappers, outermost first.
     pub fn call_names(&self) -> Vec<&str> {
         self.call.iter().map(|w| w.name()).collect()
