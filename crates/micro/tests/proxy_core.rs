@@ -432,12 +432,17 @@ struct Seen {
 }
 
 /// A tiny JSON-over-HTTP/1.1 greeter, as a program in another language would be.
-async fn http_json_node(seen: Arc<Mutex<Vec<Seen>>>) -> String {
+/// It counts the connections it accepts.
+async fn http_json_node_counting(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let seen = seen.clone();
             let svc = hyper::service::service_fn(
                 move |req: http::Request<hyper::body::Incoming>| {
@@ -496,7 +501,8 @@ async fn http_json_node(seen: Arc<Mutex<Vec<Seen>>>) -> String {
 #[tokio::test]
 async fn http_json_nodes_are_called_with_json_over_http() {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let address = http_json_node(seen.clone()).await;
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let address = http_json_node_counting(seen.clone(), connections.clone()).await;
     let registry = Arc::new(MemoryRegistry::new());
     let record = Service {
         name: "greeter".into(),
@@ -533,6 +539,12 @@ async fn http_json_nodes_are_called_with_json_over_http() {
     assert_eq!(request.headers["micro-from-service"], "tester");
     assert!(request.headers["timeout"].to_str().unwrap().ends_with("ms"));
     assert_eq!(request.body, json!({"name": "John"}));
+    // The connection is kept for the next call.
+    client
+        .call_json("greeter", "Greeter.Hello", &json!({"name": "Again"}), &opts)
+        .await
+        .unwrap();
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Its error JSON comes back as the error.
     let err = client

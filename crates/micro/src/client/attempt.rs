@@ -1,6 +1,7 @@
 //! One attempt of a call on one node: the request of the client's wrapper point,
 //! and the transport that sends it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -97,9 +98,17 @@ pub(crate) struct TransportInner {
     pub(crate) from_service: Option<HeaderValue>,
     pub(crate) pool: Pool<Body>,
     pub(crate) max_body: usize,
-    /// Time to connect to an `http-json` node (not pooled).
+    /// Time to connect to an `http-json` node.
     pub(crate) dial_timeout: std::time::Duration,
+    /// Idle HTTP/1.1 connections to `http-json` nodes, by address.
+    pub(crate) http1_idle: std::sync::Mutex<HashMap<String, Vec<Http1Sender>>>,
 }
+
+/// A connection to an `http-json` node.
+pub(crate) type Http1Sender = hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>;
+
+/// Idle connections kept per `http-json` node.
+const HTTP1_IDLE_PER_NODE: usize = 8;
 
 /// The node metadata `protocol` of nodes that speak only JSON over HTTP/1.1.
 pub const HTTP_JSON: &str = "http-json";
@@ -205,11 +214,9 @@ impl Transport {
             }
             payload.extend_from_slice(&message);
         }
-        let mut req = Request::new(Full::new(payload.freeze()));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = http::Uri::from_static("/");
-        let headers = req.headers_mut();
-        attempt.metadata.write_headers(headers);
+        let payload = payload.freeze();
+        let mut headers = http::HeaderMap::new();
+        attempt.metadata.write_headers(&mut headers);
         if let Ok(host) = HeaderValue::from_str(&address) {
             headers.insert(header::HOST, host);
         }
@@ -230,29 +237,45 @@ impl Transport {
                 headers.insert("micro-from-service", from.clone());
             }
         }
+        let make = || {
+            let mut req = Request::new(Full::new(payload.clone()));
+            *req.method_mut() = Method::POST;
+            *req.uri_mut() = http::Uri::from_static("/");
+            *req.headers_mut() = headers.clone();
+            req
+        };
         let unavailable = |e: &dyn fmt::Display| {
             Error::service_unavailable(ID, format!("calling {address}: {e}"))
         };
-        let tcp = tokio::time::timeout(
-            self.0.dial_timeout,
-            tokio::net::TcpStream::connect(address.as_str()),
-        )
-        .await
-        .map_err(|_| unavailable(&"connect timed out"))?
-        .map_err(|e| unavailable(&e))?;
-        let _ = tcp.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| unavailable(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "http-json connection ended with an error");
+        // An idle connection first; one the node closed meanwhile is replaced by a
+        // fresh one (the request was not processed).
+        let (mut sender, rsp) = match self.idle_http1(&address).await {
+            Some(mut sender) => match sender.send_request(make()).await {
+                Ok(rsp) => (sender, rsp),
+                Err(e) if !(e.is_canceled() || e.is_closed()) => return Err(unavailable(&e)),
+                Err(_) => {
+                    let mut sender = self.dial_http1(&address).await?;
+                    let rsp = sender
+                        .send_request(make())
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                    (sender, rsp)
+                }
+            },
+            None => {
+                let mut sender = self.dial_http1(&address).await?;
+                let rsp = sender
+                    .send_request(make())
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                (sender, rsp)
             }
-        });
-        let rsp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        };
+        let reusable = !rsp
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         if rsp.status() != http::StatusCode::OK {
             let status = rsp.status();
             return Err(http_error(status, rsp.into_body()).await);
@@ -274,7 +297,50 @@ impl Transport {
                     unavailable(&e)
                 }
             })?;
+        if reusable && sender.ready().await.is_ok() {
+            let mut idle = self.0.http1_idle.lock().unwrap_or_else(|p| p.into_inner());
+            let senders = idle.entry(address).or_default();
+            if senders.len() < HTTP1_IDLE_PER_NODE {
+                senders.push(sender);
+            }
+        }
         Ok(RawReply::One(body.to_bytes()))
+    }
+
+    /// An idle connection to `address` that is still open.
+    async fn idle_http1(&self, address: &str) -> Option<Http1Sender> {
+        loop {
+            let sender = {
+                let mut idle = self.0.http1_idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(address)?.pop()?
+            };
+            let mut sender = sender;
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// A new HTTP/1.1 connection to `address`.
+    async fn dial_http1(&self, address: &str) -> Result<Http1Sender, Error> {
+        let unavailable = |e: &dyn fmt::Display| {
+            Error::service_unavailable(ID, format!("calling {address}: {e}"))
+        };
+        let tcp =
+            tokio::time::timeout(self.0.dial_timeout, tokio::net::TcpStream::connect(address))
+                .await
+                .map_err(|_| unavailable(&"connect timed out"))?
+                .map_err(|e| unavailable(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "http-json connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 

@@ -270,6 +270,7 @@ impl ClientBuilder {
             pool: Pool::new(ID, self.dial_timeout).max_size(self.pool_size),
             max_body: self.max_body,
             dial_timeout: self.dial_timeout,
+            http1_idle: Default::default(),
         }));
         let proxy = self.proxy.map(|address| {
             Arc::new(Node {
