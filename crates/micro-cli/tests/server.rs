@@ -93,13 +93,18 @@ fn json_of(v: Option<micro::codegen::pbjson_types::Value>) -> Value {
 
 /// `POST path` with a JSON body over HTTP/1.1; the status and the body.
 fn post(address: &str, path: &str, body: &Value) -> (u16, String) {
+    post_with(address, path, body, "")
+}
+
+/// [`post`] with extra header lines (each ending in `\r\n`).
+fn post_with(address: &str, path: &str, body: &Value, headers: &str) -> (u16, String) {
     let mut stream = StdTcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let body = body.to_string();
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+         {headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -693,4 +698,33 @@ fn help_lists_every_option() {
     ] {
         assert!(out.contains(flag), "{flag} missing from:\n{out}");
     }
+}
+
+#[test]
+fn the_auth_wrapper_guards_every_api_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut running = Running::start(&[
+        "proxy",
+        "--proxy_address",
+        "127.0.0.1:0",
+        "--data_dir",
+        data,
+        "--registry",
+        "memory",
+        "--broker",
+        "memory",
+        "--wrappers",
+        "auth",
+        "--wrapper",
+        "auth.api_keys=k1:ops:admin",
+    ]);
+    let proxy = running.address_of("proxy");
+    let read = json!({"path": "x"});
+    let (status, body) = post(&proxy, "/micro.v1.Config/Read", &read);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = post_with(&proxy, "/micro.v1.Config/Read", &read, "x-api-key: k1\r\n");
+    // Through auth to the handler: x is not set.
+    assert_eq!(status, 404, "{body}");
+    assert!(running.terminate().success());
 }
