@@ -6,10 +6,11 @@
 //! micro's selection, retries and deadlines; errors of the service called come back
 //! unchanged (code, id, detail).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -262,16 +263,60 @@ pub type FallbackFuture = Pin<Box<dyn Future<Output = Result<RawReply, Error>> +
 /// endpoint's registry metadata `stream` (unary when unknown).
 pub fn fallback(parts: &Parts) -> impl Fn(RawRequest) -> FallbackFuture + Send + Sync + 'static {
     let parts = parts.clone();
+    let resolved = Arc::new(Resolved::default());
     move |req: RawRequest| {
         let parts = parts.clone();
-        Box::pin(async move { forward(&parts, req).await })
+        let resolved = resolved.clone();
+        Box::pin(async move { forward(&parts, &resolved, req).await })
     }
 }
 
-async fn forward(parts: &Parts, req: RawRequest) -> Result<RawReply, Error> {
+/// How long the sidecar remembers which service serves an endpoint, and how.
+const RESOLVED_TTL: Duration = Duration::from_secs(5);
+
+/// Recent answers of [`resolve`], so that a busy sidecar does not read the
+/// registry on every call: (service header, path, endpoint) → (service, kind).
+#[derive(Debug, Default)]
+struct Resolved {
+    entries: Mutex<HashMap<ResolveKey, (String, MethodKind, Instant)>>,
+}
+
+/// The `micro-service` header, the path and the endpoint of a forwarded call.
+type ResolveKey = (Option<String>, String, String);
+
+impl Resolved {
+    async fn get(
+        &self,
+        parts: &Parts,
+        ctx: &CallContext,
+        endpoint: &str,
+    ) -> Result<(String, MethodKind), Error> {
+        let key = (
+            ctx.metadata().get(SERVICE_HEADER).map(str::to_string),
+            ctx.path().to_string(),
+            endpoint.to_string(),
+        );
+        let now = Instant::now();
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((service, kind, at)) = entries.get(&key) {
+                if now.duration_since(*at) < RESOLVED_TTL {
+                    return Ok((service.clone(), *kind));
+                }
+            }
+        }
+        let (service, kind) = resolve(parts, ctx, endpoint).await?;
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (_, _, at)| now.duration_since(*at) < RESOLVED_TTL);
+        entries.insert(key, (service.clone(), kind, now));
+        Ok((service, kind))
+    }
+}
+
+async fn forward(parts: &Parts, resolved: &Resolved, req: RawRequest) -> Result<RawReply, Error> {
     let RawRequest { ctx, format, body } = req;
     let endpoint = ctx.endpoint().to_string();
-    let (service, kind) = resolve(parts, &ctx, &endpoint).await?;
+    let (service, kind) = resolved.get(parts, &ctx, &endpoint).await?;
     let mut metadata = ctx.metadata().clone();
     metadata.remove(SERVICE_HEADER);
     let timeout = match ctx.deadline() {
