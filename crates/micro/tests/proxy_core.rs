@@ -584,3 +584,33 @@ async fn http_json_nodes_are_called_with_json_over_http() {
     assert_eq!((err.code(), err.detail()), (503, "tired"));
     assert!(stream.next().await.is_none());
 }
+
+#[tokio::test]
+async fn handler_wrappers_guard_the_fallback_too() {
+    use micro::wrapper::{HandlerWrapper, Next};
+    let guard = HandlerWrapper::from_fn(
+        "guard",
+        |req: RawRequest, next: Next<RawRequest, RawReply>| async move {
+            if req.ctx.metadata().get("x-token") != Some("secret") {
+                return Err(micro::Error::unauthorized("proxy", "send X-Token"));
+            }
+            next.run(req).await
+        },
+    );
+    let server = serve(
+        Server::new("proxy")
+            .wrap(guard)
+            .fallback(|req: RawRequest| async move {
+                let endpoint = serde_json::to_vec(req.ctx.endpoint()).unwrap();
+                Ok(RawReply::One(endpoint.into()))
+            }),
+    )
+    .await;
+    let path = "/greeter.Greeter/Hello";
+    let (status, body) = http1(&server.address, "POST", path, &[], b"{}").await;
+    assert_eq!(status, 401, "{body}");
+    let token = [("X-Token", "secret")];
+    let (status, body) = http1(&server.address, "POST", path, &token, b"{}").await;
+    assert_eq!((status, body.as_str()), (200, r#""Greeter.Hello""#));
+    server.stop().await;
+}

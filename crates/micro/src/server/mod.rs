@@ -135,8 +135,8 @@ impl Server {
     /// the body is [`RawBody::Stream`] with the request messages as they arrive; over
     /// JSON it is [`RawBody::One`] with the whole body (NDJSON lines for a client
     /// stream). The reply is served like any endpoint's: one message, or a stream
-    /// (gRPC frames, NDJSON lines or server-sent events). Handler wrappers do not
-    /// apply to it.
+    /// (gRPC frames, NDJSON lines or server-sent events). The handler wrappers
+    /// ([`Server::wrap`]) wrap it like every endpoint.
     ///
     /// ```
     /// use micro::server::{RawReply, RawRequest, Server};
@@ -185,7 +185,7 @@ impl Server {
             router.add(&self.name, desc.clone(), &self.wrappers)?;
         }
         if let Some(fallback) = &self.fallback {
-            router.set_fallback(fallback.clone());
+            router.set_fallback(&self.name, fallback.clone(), &self.wrappers);
         }
         Ok(router)
     }

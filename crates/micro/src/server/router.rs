@@ -46,8 +46,9 @@ pub(crate) struct Router {
     by_endpoint: HashMap<String, Route>,
     /// Endpoints listed in the registry record (internal handlers excluded).
     public: Vec<Endpoint>,
-    /// Called for requests no handler serves (a proxy forwarding them).
-    fallback: Option<BoxMethodHandler>,
+    /// Called for requests no handler serves (a proxy forwarding them), and the
+    /// same inside the handler wrappers.
+    fallback: Option<(BoxMethodHandler, Option<HandlerService>)>,
 }
 
 impl Router {
@@ -93,9 +94,21 @@ impl Router {
         &self.public
     }
 
-    /// Sets the handler for requests no route serves.
-    pub(crate) fn set_fallback(&mut self, handler: BoxMethodHandler) {
-        self.fallback = Some(handler);
+    /// Sets the handler for requests no route serves, wrapped in `wrappers` like
+    /// every endpoint (an auth wrapper guards forwarded calls too).
+    pub(crate) fn set_fallback(
+        &mut self,
+        service: &Arc<str>,
+        handler: BoxMethodHandler,
+        wrappers: &[HandlerWrapper],
+    ) {
+        let inner = EndpointService {
+            service: service.clone(),
+            endpoint: "the forwarded call".into(),
+            handler: handler.clone(),
+        };
+        let wrapped = crate::wrapper::layer::stack(wrappers, inner);
+        self.fallback = Some((handler, wrapped));
     }
 
     /// The route for a request, or a 404 that says what was asked for; with a
@@ -117,7 +130,7 @@ impl Router {
         };
         match (found, &self.fallback) {
             (Ok(route), _) => Ok(route.clone()),
-            (Err(e), Some(handler)) if e.code() == 404 => {
+            (Err(e), Some((handler, wrapped))) if e.code() == 404 => {
                 let endpoint = match endpoint_header {
                     Some(endpoint) => endpoint.to_string(),
                     None => endpoint_of_path(path).ok_or(e)?,
@@ -128,7 +141,7 @@ impl Router {
                     kind: MethodKind::BidiStreaming,
                     handler: handler.clone(),
                     service: service.clone(),
-                    wrapped: None,
+                    wrapped: wrapped.clone(),
                     fallback: true,
                 })
             }
