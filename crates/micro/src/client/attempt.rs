@@ -128,6 +128,11 @@ impl Transport {
             .map_err(|e| Error::bad_request(ID, format!("bad address {address:?}: {e}")))?;
         let headers = req.headers_mut();
         attempt.metadata.write_headers(headers);
+        // A trace context is new on every call: sent "never indexed", it does not
+        // churn the HPACK tables of both ends (evicting the headers that repeat).
+        if let Some(traceparent) = headers.get_mut("traceparent") {
+            traceparent.set_sensitive(true);
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(attempt.format.grpc_content_type()),

@@ -2,11 +2,15 @@
 //! handler, a CLIENT span around each call attempt, a PRODUCER span around each
 //! publish and a CONSUMER span around each delivery.
 
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{ready, Context, Poll};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
+use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::attr;
@@ -58,14 +62,108 @@ fn finish(
     }
 }
 
-/// `Greeter.Hello` as `rpc.service` = `Greeter`, `rpc.method` = `Hello`.
-fn rpc_attributes(span: &mut ActiveSpan, service: &Arc<str>, endpoint: &Arc<str>) {
-    span.set(attr::RPC_SYSTEM, "micro");
+/// `micro`, shared by every span instead of allocated per span.
+fn micro() -> Arc<str> {
+    static MICRO: OnceLock<Arc<str>> = OnceLock::new();
+    MICRO.get_or_init(|| "micro".into()).clone()
+}
+
+/// The names an endpoint's spans carry, split once: `Greeter.Hello` as
+/// `rpc.service` = `Greeter`, `rpc.method` = `Hello`.
+pub(super) struct EndpointNames {
+    endpoint: Arc<str>,
+    split: Option<(Arc<str>, Arc<str>)>,
+}
+
+impl EndpointNames {
+    fn new(endpoint: &Arc<str>) -> Self {
+        EndpointNames {
+            endpoint: endpoint.clone(),
+            split: endpoint
+                .rsplit_once('.')
+                .map(|(svc, method)| (svc.into(), method.into())),
+        }
+    }
+}
+
+/// Most entries a [`Memo`] keeps; past that, values are made per span.
+const MEMO_SIZE: usize = 64;
+
+/// A small memo of values derived from span inputs that repeat (endpoints, peer
+/// addresses, node addresses), so that a span does not allocate them again.
+/// Shared by the clones of one layer's service; bounded, never evicts.
+pub(super) struct Memo<K, V> {
+    entries: RwLock<Vec<(K, V)>>,
+}
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Memo {
+            entries: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl<K, V: Clone> Memo<K, V> {
+    fn get<Q>(
+        &self,
+        key: &Q,
+        matches: impl Fn(&K, &Q) -> bool,
+        make: impl FnOnce(&Q) -> (K, V),
+    ) -> V
+    where
+        Q: ?Sized,
+    {
+        if let Ok(entries) = self.entries.read() {
+            if let Some((_, v)) = entries.iter().find(|(k, _)| matches(k, key)) {
+                return v.clone();
+            }
+        }
+        let (k, v) = make(key);
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() < MEMO_SIZE && !entries.iter().any(|(e, _)| matches(e, key)) {
+                entries.push((k, v.clone()));
+            }
+        }
+        v
+    }
+}
+
+/// The `rpc.*` and `micro.*` attributes of a call of `endpoint`.
+fn rpc_attributes(span: &mut ActiveSpan, service: &Arc<str>, names: &EndpointNames) {
+    span.set(attr::RPC_SYSTEM, micro());
     span.set(attr::MICRO_SERVICE, service.clone());
-    span.set(attr::MICRO_ENDPOINT, endpoint.clone());
-    if let Some((svc, method)) = endpoint.rsplit_once('.') {
-        span.set(attr::RPC_SERVICE, svc);
-        span.set(attr::RPC_METHOD, method);
+    span.set(attr::MICRO_ENDPOINT, names.endpoint.clone());
+    if let Some((svc, method)) = &names.split {
+        span.set(attr::RPC_SERVICE, svc.clone());
+        span.set(attr::RPC_METHOD, method.clone());
+    }
+}
+
+pin_project! {
+    /// A call's future with its span, which ends with the call's result (or when
+    /// the call is dropped unfinished); no allocation of its own.
+    pub(super) struct Traced<F> {
+        #[pin]
+        inner: F,
+        span: Option<ActiveSpan>,
+        callers_side: bool,
+    }
+}
+
+impl<F> Future for Traced<F>
+where
+    F: Future<Output = Result<RawReply, Error>>,
+{
+    type Output = Result<RawReply, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        Poll::Ready(match this.span.take() {
+            Some(span) => finish(span, result, *this.callers_side),
+            None => result,
+        })
     }
 }
 
@@ -75,6 +173,35 @@ fn rpc_attributes(span: &mut ActiveSpan, service: &Arc<str>, endpoint: &Arc<str>
 pub(super) struct ServerTrace<S> {
     pub(super) inner: S,
     pub(super) sink: Arc<Sink>,
+    /// Each route has its own stack of wrappers: its endpoint's names, found once.
+    pub(super) route: Arc<OnceLock<Arc<EndpointNames>>>,
+    /// `client.address` of the peers seen.
+    pub(super) peers: Arc<Memo<IpAddr, Arc<str>>>,
+}
+
+impl<S> ServerTrace<S> {
+    /// A SERVER span layer around `inner`.
+    pub(super) fn new(inner: S, sink: Arc<Sink>) -> Self {
+        ServerTrace {
+            inner,
+            sink,
+            route: Arc::default(),
+            peers: Arc::default(),
+        }
+    }
+
+    fn names(&self, endpoint: &Arc<str>) -> Arc<EndpointNames> {
+        let names = self
+            .route
+            .get_or_init(|| Arc::new(EndpointNames::new(endpoint)))
+            .clone();
+        if names.endpoint == *endpoint {
+            names
+        } else {
+            // A stack shared by several endpoints.
+            Arc::new(EndpointNames::new(endpoint))
+        }
+    }
 }
 
 impl<S> Service<RawRequest> for ServerTrace<S>
@@ -84,7 +211,7 @@ where
 {
     type Response = RawReply;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<RawReply, Error>>;
+    type Future = Traced<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -106,16 +233,25 @@ where
             req.ctx.endpoint.clone(),
         );
         if span.recording() {
-            rpc_attributes(&mut span, &req.ctx.service, &req.ctx.endpoint);
+            let names = self.names(&req.ctx.endpoint);
+            rpc_attributes(&mut span, &req.ctx.service, &names);
             if let Some(from) = req.ctx.from_service() {
                 span.set(attr::FROM_SERVICE, from);
             }
             if let Some(peer) = req.ctx.remote_addr() {
-                span.set(attr::CLIENT_ADDRESS, peer.ip().to_string().as_str());
+                let ip = self.peers.get(
+                    &peer.ip(),
+                    |k, ip| k == ip,
+                    |ip| (*ip, ip.to_string().into()),
+                );
+                span.set(attr::CLIENT_ADDRESS, ip);
             }
         }
-        let fut = self.inner.call(req);
-        async move { finish(span, fut.await, false) }.boxed()
+        Traced {
+            inner: self.inner.call(req),
+            span: Some(span),
+            callers_side: false,
+        }
     }
 }
 
@@ -125,6 +261,44 @@ where
 pub(super) struct ClientTrace<S> {
     pub(super) inner: S,
     pub(super) sink: Arc<Sink>,
+    /// The names of the endpoints called.
+    pub(super) endpoints: Arc<Memo<Arc<str>, Arc<EndpointNames>>>,
+    /// `server.address` and `server.port` of the node addresses called.
+    pub(super) nodes: Arc<Memo<String, NodeAddress>>,
+}
+
+/// A node's address as span attributes: the host, and the port when it has one.
+#[derive(Clone)]
+pub(super) struct NodeAddress {
+    host: Arc<str>,
+    port: Option<i64>,
+}
+
+impl NodeAddress {
+    fn parse(address: &str) -> Self {
+        match address.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => NodeAddress {
+                host: host.into(),
+                port: Some(port.parse::<i64>().unwrap_or(0)),
+            },
+            _ => NodeAddress {
+                host: address.into(),
+                port: None,
+            },
+        }
+    }
+}
+
+impl<S> ClientTrace<S> {
+    /// A CLIENT span layer around `inner`.
+    pub(super) fn new(inner: S, sink: Arc<Sink>) -> Self {
+        ClientTrace {
+            inner,
+            sink,
+            endpoints: Arc::default(),
+            nodes: Arc::default(),
+        }
+    }
 }
 
 impl<S> Service<Attempt> for ClientTrace<S>
@@ -134,7 +308,7 @@ where
 {
     type Response = RawReply;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<RawReply, Error>>;
+    type Future = Traced<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -155,21 +329,30 @@ where
             attempt.endpoint.clone(),
         );
         if span.recording() {
-            rpc_attributes(&mut span, &attempt.service, &attempt.endpoint);
-            let address = attempt.node.address.as_str();
-            match address.rsplit_once(':') {
-                Some((host, port)) if port.parse::<u16>().is_ok() => {
-                    span.set(attr::SERVER_ADDRESS, host);
-                    span.set(attr::SERVER_PORT, port.parse::<i64>().unwrap_or(0));
-                }
-                _ => span.set(attr::SERVER_ADDRESS, address),
+            let names = self.endpoints.get(
+                &attempt.endpoint,
+                |k, e| k == e,
+                |e| (e.clone(), Arc::new(EndpointNames::new(e))),
+            );
+            rpc_attributes(&mut span, &attempt.service, &names);
+            let node = self.nodes.get(
+                attempt.node.address.as_str(),
+                |k, a| k == a,
+                |a| (a.to_string(), NodeAddress::parse(a)),
+            );
+            span.set(attr::SERVER_ADDRESS, node.host);
+            if let Some(port) = node.port {
+                span.set(attr::SERVER_PORT, port);
             }
             if attempt.number > 0 {
                 span.set(attr::ATTEMPT, i64::from(attempt.number));
             }
         }
-        let fut = self.inner.call(attempt);
-        async move { finish(span, fut.await, true) }.boxed()
+        Traced {
+            inner: self.inner.call(attempt),
+            span: Some(span),
+            callers_side: true,
+        }
     }
 }
 

@@ -374,20 +374,14 @@ impl Tracer {
             let sink = sink.clone();
             HandlerWrapper::new(
                 "trace",
-                tower::layer::layer_fn(move |inner| layers::ServerTrace {
-                    inner,
-                    sink: sink.clone(),
-                }),
+                tower::layer::layer_fn(move |inner| layers::ServerTrace::new(inner, sink.clone())),
             )
         };
         let call = {
             let sink = sink.clone();
             CallWrapper::new(
                 "trace",
-                tower::layer::layer_fn(move |inner| layers::ClientTrace {
-                    inner,
-                    sink: sink.clone(),
-                }),
+                tower::layer::layer_fn(move |inner| layers::ClientTrace::new(inner, sink.clone())),
             )
         };
         let publish = {
