@@ -36,6 +36,10 @@ pub struct StoreArgs {
     /// [default: 127.0.0.1:8081 for service, 127.0.0.1:2379 for etcd]
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     config_address: Vec<String>,
+    /// Use the config service of the micro proxy at this address, whatever
+    /// --config says [env: MICRO_PROXY]
+    #[arg(long, value_name = "HOST:PORT")]
+    proxy: Option<String>,
     /// Output format: indented JSON (table) or one compact JSON line (json).
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
@@ -66,11 +70,18 @@ impl StoreArgs {
         let flags = PartialOptions {
             config: self.config.clone(),
             config_address: (!self.config_address.is_empty()).then(|| self.config_address.clone()),
+            proxy: self.proxy.clone(),
             ..PartialOptions::default()
         };
         let options = ServiceOptions::from_layers(flags, &PartialOptions::default(), &|v| {
             std::env::var(v).ok()
         })?;
+        if let Some(proxy) = &options.proxy {
+            return Ok(micro::config::store(
+                "service",
+                std::slice::from_ref(proxy),
+            )?);
+        }
         // With no store named, the config service of a `micro server` on this
         // machine (or at --config_address).
         let name = options.config.unwrap_or_else(|| "service".to_string());

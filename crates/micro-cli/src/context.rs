@@ -39,10 +39,24 @@ impl Common {
         Ok(options)
     }
 
-    /// The registry the options name. Records registered through it by hand live
-    /// until their TTL, not just as long as this short-lived command.
+    /// The micro proxy `--proxy` / `MICRO_PROXY` names (`host:port`), if any.
+    pub fn proxy(&self) -> anyhow::Result<Option<String>> {
+        Ok(self.options()?.proxy)
+    }
+
+    /// The registry the options name; with a proxy (`--proxy` / `MICRO_PROXY`),
+    /// the registry of the `micro server` behind it (`service` at the proxy's
+    /// address), whatever `--registry` says. Records registered through it by hand
+    /// live until their TTL, not just as long as this short-lived command.
     pub fn registry(&self) -> anyhow::Result<Arc<dyn Registry>> {
         let options = self.options()?;
+        if let Some(proxy) = &options.proxy {
+            return Ok(micro::registry::from_name(
+                "service",
+                std::slice::from_ref(proxy),
+                Ownership::Detached,
+            )?);
+        }
         Ok(micro::registry::from_name(
             &options.registry,
             &options.registry_address,
@@ -53,11 +67,7 @@ impl Common {
     /// A client over that registry.
     pub fn client(&self) -> anyhow::Result<micro::Client> {
         let options = self.options()?;
-        let registry = micro::registry::from_name(
-            &options.registry,
-            &options.registry_address,
-            Ownership::Detached,
-        )?;
+        let registry = self.registry()?;
         let mut client = micro::Client::builder()
             .registry(registry)
             .request_timeout(options.client_request_timeout)

@@ -24,11 +24,28 @@ pub struct DebugArgs {
 }
 
 impl DebugArgs {
+    /// The proxy to ask through: with `--proxy` / `MICRO_PROXY` and no
+    /// `--address`, the proxy forwards the call to one node of the service it
+    /// picks (it cannot be told which), so the report has one row, `via-proxy`.
+    fn through_proxy(&self) -> anyhow::Result<Option<String>> {
+        if self.address.is_some() {
+            return Ok(None);
+        }
+        self.common.proxy()
+    }
+
     async fn nodes(&self) -> anyhow::Result<Vec<Node>> {
         if let Some(address) = &self.address {
             return Ok(vec![Node {
                 id: address.clone(),
                 address: address.clone(),
+                ..Default::default()
+            }]);
+        }
+        if let Some(proxy) = self.through_proxy()? {
+            return Ok(vec![Node {
+                id: "via-proxy".to_string(),
+                address: proxy,
                 ..Default::default()
             }]);
         }
@@ -48,14 +65,16 @@ impl DebugArgs {
     ) -> anyhow::Result<Vec<(Node, Duration, Result<serde_json::Value, micro::Error>)>> {
         let client = self.common.client()?;
         let nodes = self.nodes().await?;
+        let direct = self.through_proxy()?.is_none();
         let calls = nodes.into_iter().map(|node| {
             let client = client.clone();
             let service = self.service.clone();
             async move {
                 let started = Instant::now();
-                let opts = CallOptions::default()
-                    .address(node.address.clone())
-                    .retries(0);
+                let mut opts = CallOptions::default().retries(0);
+                if direct {
+                    opts = opts.address(node.address.clone());
+                }
                 let result = client
                     .call_json(&service, endpoint, &serde_json::json!({}), &opts)
                     .await;

@@ -41,8 +41,17 @@ pub struct SubscribeArgs {
     common: Common,
 }
 
-/// The broker the flags name, finding subscribers through the registry flags.
+/// The broker the flags name, finding subscribers through the registry flags;
+/// with a proxy (`--proxy` / `MICRO_PROXY`), the broker of the `micro server`
+/// behind it (`service` at the proxy's address), whatever `--broker` says.
 fn broker_of(args: &BrokerArgs, common: &Common) -> anyhow::Result<Arc<dyn Broker>> {
+    if let Some(proxy) = common.proxy()? {
+        return Ok(broker::from_name(
+            "service",
+            std::slice::from_ref(&proxy),
+            common.registry()?,
+        )?);
+    }
     let options = micro::options::ServiceOptions::from_layers(
         args.to_partial(),
         &micro::options::PartialOptions::default(),
