@@ -68,5 +68,6 @@ cargo run --quiet -p bench-rpc -- --smoke
 cargo run --quiet -p bench-registry -- --smoke
 cargo run --quiet -p bench-broker -- --smoke
 cargo run --quiet -p bench-wrappers -- --smoke
+cargo run --quiet -p bench-proxy -- --smoke
 
 step "All tests passed"
