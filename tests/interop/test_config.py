@@ -80,12 +80,15 @@ def test_cli_config_set_get_del_watch_against_etcd(etcd):
     assert "greeter.greeting is not set in etcd:/micro/config/" in out.stderr, out.stderr
 
 
-def test_cli_config_without_a_store_says_what_to_pass():
+def test_cli_config_without_a_running_server_says_what_to_do():
+    # The default store is the config service of `micro server` on 127.0.0.1:8081.
     out = micro("config", "get", "greeter.greeting", env=clean_env())
     assert out.returncode == 1
-    assert "pass --config etcd" in out.stderr and "micro server" in out.stderr, out.stderr
+    assert "127.0.0.1:8081" in out.stderr and "micro server" in out.stderr, out.stderr
+    assert "MICRO_CONFIG_ADDRESS" in out.stderr, out.stderr
+    # Naming the store explicitly says the same.
     out = micro("config", "get", "x", "--config", "service", env=clean_env())
-    assert out.returncode == 1 and "comes with `micro server`" in out.stderr, out.stderr
+    assert out.returncode == 1 and "127.0.0.1:8081" in out.stderr, out.stderr
 
 
 def test_greeter_greeting_from_file_etcd_and_env_live(etcd, tmp_path):
