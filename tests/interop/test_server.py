@@ -301,11 +301,6 @@ def test_grpc_client_call_stream_and_error(api, server, greeter, channel):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a whole number in `request` reaches the service as 3.0, which an int32 field "
-    "refuses (400 micro.codec): google.protobuf.Value numbers are doubles",
-)
 def test_grpc_client_stream_with_an_integer_field(api, server, greeter, channel):
     pb, rpc = api["client_pb2"], api["client_pb2_grpc"]
     wait_for_greeter(api, channel)

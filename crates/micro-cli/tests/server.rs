@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use micro::broker::MemoryBroker;
 use micro::client::CallOptions;
+use micro::codec::{json_to_value, value_to_json};
 use micro::config::{ServiceStore, Source, Store};
 use micro::options::ServiceOptions;
 use micro::proto::health::v1::health_client::HealthClient;
@@ -21,7 +22,6 @@ use micro::proto::health::v1::HealthCheckRequest;
 use micro::proto::v1::config_client::ConfigClient;
 use micro::proto::v1::{DeleteRequest, ListRequest, ReadRequest, WatchConfigRequest, WriteRequest};
 use micro::registry::MemoryRegistry;
-use micro_cli::proxy::config::integers;
 use micro_cli::proxy::store::ConfigDb;
 use micro_cli::proxy::Proxy;
 use serde_json::{json, Value};
@@ -87,8 +87,7 @@ fn value(v: Value) -> Option<micro::codegen::pbjson_types::Value> {
 }
 
 fn json_of(v: Option<micro::codegen::pbjson_types::Value>) -> Value {
-    v.map(|v| integers(serde_json::to_value(v).unwrap()))
-        .unwrap_or(Value::Null)
+    v.map(value_to_json).unwrap_or(Value::Null)
 }
 
 /// `POST path` with a JSON body over HTTP/1.1; the status and the body.
@@ -142,7 +141,10 @@ fn post_json(address: &str, path: &str, body: Value) -> (u16, Value) {
     // google.protobuf.Value numbers are doubles: `2` may come back as `2.0`.
     (
         status,
-        integers(serde_json::from_str(&text).unwrap_or(Value::Null)),
+        // JSON doubles (`5432.0`) back to the integers they were written as.
+        value_to_json(json_to_value(
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )),
     )
 }
 

@@ -99,8 +99,10 @@ impl ClientHandler {
             }
             return Ok((Format::Proto, Bytes::from(req.body.clone())));
         }
+        // Through value_to_json, not the Value's own serde: its numbers are
+        // doubles, and `3.0` is refused by an integer field of the service.
         let json = match &req.request {
-            Some(value) => serde_json::to_vec(value),
+            Some(value) => serde_json::to_vec(&micro::codec::value_to_json(value.clone())),
             None => Ok(b"{}".to_vec()),
         }
         .map_err(|e| Error::bad_request(ID, format!("encoding \"request\": {e}")))?;

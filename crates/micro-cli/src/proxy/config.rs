@@ -62,38 +62,13 @@ fn change_path(path: &str) -> Result<&str, Error> {
 
 /// A JSON value as a `google.protobuf.Value`.
 pub(crate) fn to_proto(value: Value) -> Result<pbjson_types::Value, Error> {
-    serde_json::from_value(value)
-        .map_err(|e| Error::internal_server_error(ID, format!("cannot encode a config value: {e}")))
+    Ok(micro::codec::json_to_value(value))
 }
 
-/// A `google.protobuf.Value` as JSON (`null` when absent).
+/// A `google.protobuf.Value` as JSON (`null` when absent); whole numbers stay
+/// integers.
 pub(crate) fn from_proto(value: Option<pbjson_types::Value>) -> Result<Value, Error> {
-    match value {
-        None => Ok(Value::Null),
-        Some(value) => serde_json::to_value(value)
-            .map(integers)
-            .map_err(|e| Error::bad_request(ID, format!("value is not JSON: {e}"))),
-    }
-}
-
-/// `google.protobuf.Value` numbers are doubles: a whole number in the safe range
-/// (|n| < 2^53) becomes an integer again, so `3` stays `3`, not `3.0`, and reads
-/// back as an integer type.
-pub fn integers(value: Value) -> Value {
-    const SAFE: f64 = 9_007_199_254_740_992.0;
-    match value {
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < SAFE => {
-                Value::Number((f as i64).into())
-            }
-            _ => Value::Number(n),
-        },
-        Value::Array(items) => Value::Array(items.into_iter().map(integers).collect()),
-        Value::Object(map) => {
-            Value::Object(map.into_iter().map(|(k, v)| (k, integers(v))).collect())
-        }
-        other => other,
-    }
+    Ok(value.map_or(Value::Null, micro::codec::value_to_json))
 }
 
 fn change(path: &str, value: Option<Value>) -> Result<ConfigChange, Error> {

@@ -6,12 +6,14 @@
 
 mod json;
 mod proto;
+mod value;
 
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use json::JsonCodec;
 pub use proto::ProtoCodec;
+pub use value::{json_to_value, value_to_json};
 
 use crate::Error;
 

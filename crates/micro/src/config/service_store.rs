@@ -109,9 +109,7 @@ impl ServiceStore {
     ) -> Result<Value, ConfigError> {
         match value {
             None => Ok(Value::Null),
-            Some(value) => serde_json::to_value(value)
-                .map(integers)
-                .map_err(|e| ConfigError::source_error(ErrorKind::Parse, &self.name(), e)),
+            Some(value) => Ok(crate::codec::value_to_json(value)),
         }
     }
 
@@ -133,25 +131,6 @@ impl ServiceStore {
                 &options,
             )
             .await
-    }
-}
-
-/// `google.protobuf.Value` numbers are doubles: a whole number in the safe range
-/// (|n| < 2^53) becomes an integer again, so `config.get::<u32>(..)` works.
-fn integers(value: Value) -> Value {
-    const SAFE: f64 = 9_007_199_254_740_992.0;
-    match value {
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < SAFE => {
-                Value::Number((f as i64).into())
-            }
-            _ => Value::Number(n),
-        },
-        Value::Array(items) => Value::Array(items.into_iter().map(integers).collect()),
-        Value::Object(map) => {
-            Value::Object(map.into_iter().map(|(k, v)| (k, integers(v))).collect())
-        }
-        other => other,
     }
 }
 

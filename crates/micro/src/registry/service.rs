@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
-use pbjson_types::value::Kind;
 use tokio::sync::mpsc;
 
 use super::{Endpoint, Event, EventKind, Node, RegisterOptions, Registry, Service, Type, Watcher};
@@ -271,54 +270,7 @@ impl ServiceRegistry {
 
 // ---- Conversions between the proxy's records and the registry's. ----
 
-/// A JSON value as a `google.protobuf.Value`.
-pub(crate) fn json_to_value(json: serde_json::Value) -> pbjson_types::Value {
-    let kind = match json {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => Kind::ListValue(pbjson_types::ListValue {
-            values: items.into_iter().map(json_to_value).collect(),
-        }),
-        serde_json::Value::Object(fields) => Kind::StructValue(pbjson_types::Struct {
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k, json_to_value(v)))
-                .collect(),
-        }),
-    };
-    pbjson_types::Value { kind: Some(kind) }
-}
-
-/// A `google.protobuf.Value` as JSON; whole numbers become JSON integers.
-pub(crate) fn value_to_json(value: pbjson_types::Value) -> serde_json::Value {
-    match value.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
-        Some(Kind::NumberValue(n)) => {
-            // 2^53: beyond it an f64 no longer holds every integer.
-            const EXACT: f64 = 9_007_199_254_740_992.0;
-            if n.fract() == 0.0 && n.abs() <= EXACT {
-                serde_json::Value::from(n as i64)
-            } else {
-                serde_json::Number::from_f64(n)
-                    .map(serde_json::Value::Number)
-                    .unwrap_or(serde_json::Value::Null)
-            }
-        }
-        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
-        Some(Kind::ListValue(list)) => {
-            serde_json::Value::Array(list.values.into_iter().map(value_to_json).collect())
-        }
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(
-            s.fields
-                .into_iter()
-                .map(|(k, v)| (k, value_to_json(v)))
-                .collect(),
-        ),
-    }
-}
+pub(crate) use crate::codec::{json_to_value, value_to_json};
 
 fn to_hash(map: BTreeMap<String, String>) -> HashMap<String, String> {
     map.into_iter().collect()
