@@ -7,16 +7,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use micro::client::CallOptions;
-use micro::registry::{MemoryRegistry, Node, Registry, Service};
 use micro::Client;
 
 use common::echo::{echo_client::EchoClient, EchoRequest};
-use common::{http1, start_echo, start_echo_with, TestServer};
+use common::{http1, registry_of, start_echo, start_echo_with, TestServer};
 
 fn client_for(server: &TestServer) -> EchoClient {
     EchoClient::new("echo", Client::default())
@@ -452,28 +450,6 @@ async fn a_panicking_handler_is_a_500_not_a_dead_server() {
         "still here"
     );
     server.stop().await;
-}
-
-async fn registry_of(servers: &[&TestServer]) -> Arc<dyn Registry> {
-    let registry = MemoryRegistry::new();
-    let service = Service {
-        name: "echo".into(),
-        version: "latest".into(),
-        nodes: servers
-            .iter()
-            .map(|s| Node {
-                id: s.name.clone(),
-                address: s.address.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    registry
-        .register(&service, Default::default())
-        .await
-        .unwrap();
-    Arc::new(registry)
 }
 
 #[tokio::test]

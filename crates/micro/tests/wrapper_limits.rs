@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use micro::broker::MemoryBroker;
 use micro::client::{CallOptions, RetryPolicy};
-use micro::registry::{MemoryRegistry, Node, Registry};
 use micro::selector::{CacheSelector, Strategy};
 use micro::server::{RawReply, RawRequest};
 use micro::wrapper::breaker::{Breaker, BreakerState};
@@ -22,7 +21,7 @@ use micro::wrapper::{HandlerService, HandlerWrapper};
 use micro::{Client, Error, Service};
 
 use common::echo::{echo_client::EchoClient, EchoRequest};
-use common::{grpc_raw, http1, start_echo, start_echo_with, TestServer};
+use common::{grpc_raw, http1, registry_of, start_echo, start_echo_with, TestServer};
 
 const SERVICE: &str = "echo";
 
@@ -176,28 +175,6 @@ async fn start_failing(name: &str, hits: Arc<AtomicU64>) -> TestServer {
         ))
     })
     .await
-}
-
-async fn registry_of(servers: &[&TestServer]) -> Arc<dyn Registry> {
-    let registry = MemoryRegistry::new();
-    let service = micro::registry::Service {
-        name: SERVICE.into(),
-        version: "latest".into(),
-        nodes: servers
-            .iter()
-            .map(|s| Node {
-                id: s.name.clone(),
-                address: s.address.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    registry
-        .register(&service, Default::default())
-        .await
-        .unwrap();
-    Arc::new(registry)
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use micro::broker::{Delivery, Event, MemoryBroker, Publication, Publisher};
 use micro::client::{Attempt, CallOptions};
 use micro::proto::debug::v1::HealthResponse;
-use micro::registry::{MemoryRegistry, Node, Registry};
+use micro::registry::{MemoryRegistry, Registry};
 use micro::server::{RawReply, RawRequest};
 use micro::tower::ServiceExt;
 use micro::wrapper::{BoxService, HandlerWrapper, Wrapper, Wrappers};
@@ -172,28 +172,6 @@ fn client_for(server: &TestServer) -> EchoClient {
         .with_options(CallOptions::default().address(server.address.clone()))
 }
 
-async fn registry_of(nodes: &[(&str, &str)]) -> Arc<dyn Registry> {
-    let registry = MemoryRegistry::new();
-    let service = micro::registry::Service {
-        name: "echo".into(),
-        version: "latest".into(),
-        nodes: nodes
-            .iter()
-            .map(|(id, address)| Node {
-                id: id.to_string(),
-                address: address.to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    registry
-        .register(&service, Default::default())
-        .await
-        .unwrap();
-    Arc::new(registry)
-}
-
 /// A service named `echo` with memory registry and broker, options from `flags`.
 fn service(flags: &[&str]) -> ServiceBuilder {
     let mut args = vec!["echo"];
@@ -265,7 +243,7 @@ async fn call_wrappers_see_each_attempt_and_can_add_metadata() {
         }),
     );
     let client = Client::builder()
-        .registry(registry_of(&[("good", &good.address), ("dead", &dead)]).await)
+        .registry(common::registry_of_nodes(&[("good", &good.address), ("dead", &dead)]).await)
         .strategy(micro::selector::Strategy::RoundRobin)
         .wrap(recorder("call", &log, see_attempt))
         .wrap(stamp)
@@ -618,7 +596,7 @@ async fn the_attempt_timeout_abandons_a_node_that_never_answers() {
         "--wrapper",
         "timeout.attempt=200ms",
     ])
-    .registry(registry_of(&nodes).await)
+    .registry(common::registry_of_nodes(&nodes).await)
     .build()
     .unwrap()
     .client();
@@ -633,7 +611,7 @@ async fn the_attempt_timeout_abandons_a_node_that_never_answers() {
     // Without an attempt timeout the stuck node uses up the whole call deadline.
     let before = seen.load(Ordering::SeqCst);
     let client = service(&["--selector", "roundrobin"])
-        .registry(registry_of(&nodes).await)
+        .registry(common::registry_of_nodes(&nodes).await)
         .build()
         .unwrap()
         .client();

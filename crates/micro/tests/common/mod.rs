@@ -338,3 +338,37 @@ pub async fn start_service<S: AsRef<str>>(flags: &[S]) -> TestServer {
     let (builder, requests) = echo_service(flags);
     serve_service(builder.build().unwrap(), requests).await
 }
+
+/// An in-memory registry holding the service `echo` with one node per
+/// `(id, address)`.
+pub async fn registry_of_nodes(nodes: &[(&str, &str)]) -> Arc<dyn micro::registry::Registry> {
+    use micro::registry::Registry as _;
+    let registry = micro::registry::MemoryRegistry::new();
+    let service = micro::registry::Service {
+        name: "echo".into(),
+        version: "latest".into(),
+        nodes: nodes
+            .iter()
+            .map(|(id, address)| micro::registry::Node {
+                id: id.to_string(),
+                address: address.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    registry
+        .register(&service, Default::default())
+        .await
+        .unwrap();
+    Arc::new(registry)
+}
+
+/// An in-memory registry holding the service `echo` with these servers as nodes.
+pub async fn registry_of(servers: &[&TestServer]) -> Arc<dyn micro::registry::Registry> {
+    let nodes: Vec<(&str, &str)> = servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.address.as_str()))
+        .collect();
+    registry_of_nodes(&nodes).await
+}
