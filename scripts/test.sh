@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# System tools the tests use: curl (docs tests), ip/unshare (mDNS tests run in
-# network namespaces they create). Installed only when missing.
+# System tools the tests use: curl and jq (the docs' examples, which the tests
+# run), ip/unshare (mDNS tests run in network namespaces they create). Installed
+# only when missing.
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then

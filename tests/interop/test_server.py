@@ -404,6 +404,35 @@ def test_stock_grpc_call_through_the_sidecar(api, stubs, server, greeter, channe
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_stop_ends_open_streams_at_once(api, server, channel):
+    """SIGTERM with Subscribe and both Watch streams open: the server stops without
+    waiting out its drain timeout (the streams never end by themselves), and each
+    stream ends with UNAVAILABLE, which tells its caller to reconnect."""
+    b, r, c = api["broker_pb2_grpc"], api["registry_pb2_grpc"], api["config_pb2_grpc"]
+    streams = [
+        in_background(b.BrokerStub(channel).Subscribe(api["broker_pb2"].SubscribeRequest(topic="t"))),
+        in_background(
+            r.RegistryStub(channel).Watch(api["registry_pb2"].WatchServicesRequest())
+        ),
+        in_background(c.ConfigStub(channel).Watch(api["config_pb2"].WatchConfigRequest(path="x"))),
+    ]
+    # The config watch answers its current value first: it is open.
+    next_matching(streams[2], lambda change: True)
+    time.sleep(0.5)  # the other two have no first item; give them time to open
+
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    # The default drain timeout is 10 s; a stop held by the streams would take it all.
+    assert server.proc.wait(timeout=8) == 0, server.log.read_text()
+    assert time.monotonic() - started < 8
+    for q in streams:
+        end = q.get(timeout=WAIT)
+        while not isinstance(end, Exception):
+            assert end is not None, "a stream ended without an error"
+            end = q.get(timeout=WAIT)
+        assert end.code() == grpc.StatusCode.UNAVAILABLE, end
+
+
 def test_config_survives_a_restart(api, server, channel):
     pb, rpc = api["config_pb2"], api["config_pb2_grpc"]
     rpc.ConfigStub(channel).Write(pb.WriteRequest(path="feature.beta", value=value(True)))

@@ -119,7 +119,6 @@ pub struct ServerArgs {
 /// Everything a proxy needs, resolved from flags, environment and config file.
 struct Prepared {
     proxy: Proxy,
-    db: ConfigDb,
     wrappers: micro::wrapper::Wrappers,
     broker: Arc<dyn micro::broker::Broker>,
 }
@@ -203,11 +202,9 @@ impl RunArgs {
             drain_timeout: options.server_drain_timeout,
             ..ProxyOptions::default()
         };
-        let proxy =
-            Proxy::new(registry, broker.clone(), Arc::new(db.clone())).options(proxy_options);
+        let proxy = Proxy::new(registry, broker.clone(), Arc::new(db)).options(proxy_options);
         Ok(Prepared {
             proxy,
-            db,
             wrappers,
             broker,
         })
@@ -257,12 +254,12 @@ async fn serve_proxy(
     if !names.is_empty() {
         tracing::info!(wrappers = %names.join(","), "every API call is wrapped");
     }
-    // At the stop, end the config watch streams too: they never finish by
+    // At the stop, end the watch and subscribe streams too: they never finish by
     // themselves, and would hold the drain to its timeout.
-    let db = prepared.db.clone();
+    let stopping = prepared.proxy.parts().stopping.clone();
     let shutdown = async move {
         stopped(stop).await;
-        db.end_watches();
+        stopping.stop();
     };
     server.serve(listener, shutdown).await?;
     if let Err(e) = prepared.broker.disconnect().await {

@@ -18,7 +18,7 @@ use micro::proto::v1::broker_server::{Broker as BrokerApi, BrokerServer};
 use micro::{Error, Request, ResponseStream};
 use tokio::sync::mpsc;
 
-use super::Parts;
+use super::{Parts, Stopping};
 
 /// Messages buffered per subscriber stream before the broker waits for the
 /// caller to read (back-pressure instead of unbounded memory).
@@ -26,7 +26,7 @@ const STREAM_BUFFER: usize = 256;
 
 /// The Broker API handler of the proxy, over the server's broker.
 pub fn handler(parts: &Parts) -> BrokerServer<BrokerHandler> {
-    BrokerServer::new(BrokerHandler::new(parts.broker.clone()))
+    BrokerServer::new(BrokerHandler::new(parts.broker.clone()).stopping(parts.stopping.clone()))
 }
 
 /// Implements `micro.v1.Broker` over a [`Broker`].
@@ -49,12 +49,23 @@ pub fn handler(parts: &Parts) -> BrokerServer<BrokerHandler> {
 #[derive(Debug, Clone)]
 pub struct BrokerHandler {
     broker: Arc<dyn Broker>,
+    stopping: Stopping,
 }
 
 impl BrokerHandler {
     /// A handler over `broker`.
     pub fn new(broker: Arc<dyn Broker>) -> Self {
-        BrokerHandler { broker }
+        BrokerHandler {
+            broker,
+            stopping: Stopping::default(),
+        }
+    }
+
+    /// Ends this handler's streams when `stopping` says so (the proxy does this
+    /// at its stop).
+    pub fn stopping(mut self, stopping: Stopping) -> Self {
+        self.stopping = stopping;
+        self
     }
 }
 
@@ -124,7 +135,7 @@ impl BrokerApi for BrokerHandler {
         let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
             rx.recv().await.map(|m| (Ok(m), (rx, guard)))
         });
-        Ok(stream.boxed())
+        Ok(self.stopping.until_stopped(stream.boxed()))
     }
 }
 

@@ -16,7 +16,7 @@ use micro::{Error, Request, ResponseStream};
 use serde_json::Value;
 
 use super::store::value_at;
-use super::Parts;
+use super::{Parts, Stopping};
 
 const ID: &str = "micro.config";
 
@@ -24,17 +24,28 @@ const ID: &str = "micro.config";
 #[derive(Debug, Clone)]
 pub struct ConfigHandler {
     store: Arc<dyn StoreSource>,
+    stopping: Stopping,
 }
 
 /// The `micro.v1.Config` handler of the proxy.
 pub fn handler(parts: &Parts) -> ConfigServer<ConfigHandler> {
-    ConfigServer::new(ConfigHandler::new(parts.config.clone()))
+    ConfigServer::new(ConfigHandler::new(parts.config.clone()).stopping(parts.stopping.clone()))
 }
 
 impl ConfigHandler {
     /// The handler over `store`.
     pub fn new(store: Arc<dyn StoreSource>) -> Self {
-        ConfigHandler { store }
+        ConfigHandler {
+            store,
+            stopping: Stopping::default(),
+        }
+    }
+
+    /// Ends this handler's streams when `stopping` says so (the proxy does this
+    /// at its stop).
+    pub fn stopping(mut self, stopping: Stopping) -> Self {
+        self.stopping = stopping;
+        self
     }
 }
 
@@ -163,9 +174,11 @@ impl ConfigApi for ConfigHandler {
                 futures_util::future::ready(Some(item))
             })
             .filter_map(futures_util::future::ready);
-        Ok(stream::once(futures_util::future::ready(Ok(initial)))
-            .chain(changes)
-            .boxed())
+        Ok(self.stopping.until_stopped(
+            stream::once(futures_util::future::ready(Ok(initial)))
+                .chain(changes)
+                .boxed(),
+        ))
     }
 }
 

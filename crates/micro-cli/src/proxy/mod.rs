@@ -30,15 +30,20 @@ pub mod registry;
 pub mod store;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
 
 use micro::broker::Broker;
 use micro::config::StoreSource;
 use micro::registry::Registry;
 use micro::server::Server;
-use micro::{Client, Error};
+use micro::{Client, Error, ResponseStream};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// The name the proxy's server uses (the `id` of its own transport errors).
 pub const DEFAULT_NAME: &str = "micro.proxy";
@@ -82,6 +87,63 @@ pub struct Parts {
     pub client: Client,
     /// The proxy's options.
     pub options: ProxyOptions,
+    /// Ends the API's endless streams when the proxy stops.
+    pub stopping: Stopping,
+}
+
+/// Tells the proxy's endless streams (registry and config watches, broker
+/// subscriptions) that the proxy is stopping. They never finish by themselves, so
+/// without it they would hold a graceful stop for its whole drain timeout; they
+/// end with a 503 that tells the caller to reconnect.
+#[derive(Debug, Clone, Default)]
+pub struct Stopping(Arc<watch::Sender<bool>>);
+
+impl Stopping {
+    /// Ends every stream given to [`Stopping::until_stopped`], now and later.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// `stream` until the proxy stops; then a last 503 error, and the end.
+    pub fn until_stopped<T: Send + 'static>(&self, stream: ResponseStream<T>) -> ResponseStream<T> {
+        let mut receiver = self.0.subscribe();
+        UntilStopped {
+            stream,
+            stopped: Some(Box::pin(async move {
+                let _ = receiver.wait_for(|stopping| *stopping).await;
+            })),
+        }
+        .boxed()
+    }
+}
+
+/// The stream of [`Stopping::until_stopped`].
+struct UntilStopped<T> {
+    stream: ResponseStream<T>,
+    /// Completes when the proxy stops; `None` once the stream has ended.
+    stopped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<T> Stream for UntilStopped<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(stopped) = self.stopped.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if stopped.as_mut().poll(cx).is_ready() {
+            self.stopped = None;
+            return Poll::Ready(Some(Err(Error::service_unavailable(
+                DEFAULT_NAME,
+                "the proxy is stopping: open the stream again (on this proxy once it is back, or another)",
+            ))));
+        }
+        let next = self.stream.poll_next_unpin(cx);
+        if let Poll::Ready(None) = next {
+            self.stopped = None;
+        }
+        next
+    }
 }
 
 /// The proxy: builds the micro [`Server`] that serves the API of `micro server`.
@@ -111,6 +173,7 @@ impl Proxy {
                 config,
                 client,
                 options,
+                stopping: Stopping::default(),
             },
         }
     }
@@ -150,12 +213,18 @@ impl Proxy {
             .fallback(client::fallback(parts))
     }
 
-    /// Serves the proxy on `listener` until `shutdown` completes.
+    /// Serves the proxy on `listener` until `shutdown` completes; then ends the
+    /// open watch and subscribe streams and drains the calls in flight.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
+        let stopping = self.parts.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.stop();
+        };
         self.server().serve(listener, shutdown).await
     }
 }

@@ -14,7 +14,7 @@ use micro::proto::v1::registry_server::{Registry as RegistryApi, RegistryServer}
 use micro::registry::{Event, EventKind, RegisterOptions, Registry, Service};
 use micro::{Error, Request, ResponseStream};
 
-use super::Parts;
+use super::{Parts, Stopping};
 
 const ID: &str = "micro.registry";
 /// How long a registration lives when `ttl_seconds` is 0.
@@ -22,7 +22,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(90);
 
 /// The Registry API handler of the proxy, over the server's registry.
 pub fn handler(parts: &Parts) -> RegistryServer<RegistryHandler> {
-    RegistryServer::new(RegistryHandler::new(parts.registry.clone()))
+    RegistryServer::new(
+        RegistryHandler::new(parts.registry.clone()).stopping(parts.stopping.clone()),
+    )
 }
 
 /// Implements `micro.v1.Registry` over a [`Registry`].
@@ -40,12 +42,23 @@ pub fn handler(parts: &Parts) -> RegistryServer<RegistryHandler> {
 #[derive(Debug, Clone)]
 pub struct RegistryHandler {
     registry: Arc<dyn Registry>,
+    stopping: Stopping,
 }
 
 impl RegistryHandler {
     /// A handler over `registry`.
     pub fn new(registry: Arc<dyn Registry>) -> Self {
-        RegistryHandler { registry }
+        RegistryHandler {
+            registry,
+            stopping: Stopping::default(),
+        }
+    }
+
+    /// Ends this handler's streams when `stopping` says so (the proxy does this
+    /// at its stop).
+    pub fn stopping(mut self, stopping: Stopping) -> Self {
+        self.stopping = stopping;
+        self
     }
 
     /// The 404 of an unknown service (or version), naming what exists.
@@ -191,7 +204,9 @@ impl RegistryApi for RegistryHandler {
             }))
         });
         let changes = changes.map(|item| item.map(pb::ServiceEvent::from));
-        Ok(futures_util::stream::iter(snapshot).chain(changes).boxed())
+        Ok(self
+            .stopping
+            .until_stopped(futures_util::stream::iter(snapshot).chain(changes).boxed()))
     }
 }
 

@@ -78,8 +78,6 @@ struct Inner {
     /// applied and announced in one order.
     state: Mutex<State>,
     changes: broadcast::Sender<Change>,
-    /// Turns true when the watches should end (the server is stopping).
-    closing: tokio::sync::watch::Sender<bool>,
 }
 
 struct State {
@@ -169,7 +167,6 @@ impl ConfigDb {
                     tree,
                 }),
                 changes: broadcast::channel(CHANGES_BUFFER).0,
-                closing: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -211,13 +208,6 @@ impl ConfigDb {
     /// than 1024 changes behind gets `Lagged` and should re-read [`tree`](Self::tree).
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.changes.subscribe()
-    }
-
-    /// Ends every watch stream of this store ([`Source::watch`], and so the
-    /// proxy's `Config.Watch` streams), so that a graceful stop need not wait for
-    /// them; reads and writes still work.
-    pub fn end_watches(&self) {
-        self.inner.closing.send_replace(true);
     }
 
     /// Sets `path` to `value` (a table is stored as its leaves, replacing what was
@@ -429,25 +419,16 @@ impl Source for ConfigDb {
     /// current tree.
     fn watch(&self) -> Option<BoxStream<'static, Result<Value, ConfigError>>> {
         let receiver = self.subscribe();
-        let closing = self.inner.closing.subscribe();
         let db = self.clone();
         Some(
-            stream::unfold(
-                (receiver, closing, db),
-                |(mut receiver, mut closing, db)| async move {
-                    let received = tokio::select! {
-                        biased;
-                        _ = closing.wait_for(|c| *c) => return None,
-                        received = receiver.recv() => received,
-                    };
-                    let tree = match received {
-                        Ok(change) => Value::clone(&change.tree),
-                        Err(broadcast::error::RecvError::Lagged(_)) => Value::clone(&db.tree()),
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    };
-                    Some((Ok(tree), (receiver, closing, db)))
-                },
-            )
+            stream::unfold((receiver, db), |(mut receiver, db)| async move {
+                let tree = match receiver.recv().await {
+                    Ok(change) => Value::clone(&change.tree),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Value::clone(&db.tree()),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((Ok(tree), (receiver, db)))
+            })
             .boxed(),
         )
     }
@@ -549,10 +530,6 @@ mod tests {
         assert!(last.deleted);
         assert_eq!(last.revision, 51);
         assert_eq!(trees.next().await.unwrap().unwrap(), json!({}));
-        db.end_watches();
-        assert!(trees.next().await.is_none());
-        assert!(db.watch().unwrap().next().await.is_none());
-        db.set("n", json!(1)).await.unwrap();
     }
 
     #[tokio::test]

@@ -1,4 +1,7 @@
+use std::io;
+
 use bytes::{BufMut, BytesMut};
+use serde::Serialize;
 
 use super::{Codec, Format, Message};
 use crate::Error;
@@ -16,7 +19,8 @@ impl Codec for JsonCodec {
     }
 
     fn encode<M: Message>(&self, msg: &M, buf: &mut BytesMut) -> Result<(), Error> {
-        serde_json::to_writer(buf.writer(), msg)
+        let mut json = serde_json::Serializer::with_formatter(buf.writer(), WholeNumbers);
+        msg.serialize(&mut json)
             .map_err(|e| Error::internal_server_error("micro.codec", format!("encoding JSON: {e}")))
     }
 
@@ -26,5 +30,72 @@ impl Codec for JsonCodec {
         }
         serde_json::from_slice(buf)
             .map_err(|e| Error::bad_request("micro.codec", format!("malformed JSON request: {e}")))
+    }
+}
+
+/// Compact JSON that writes a whole `double` as an integer (`3`, not `3.0`), as
+/// protobuf's own JSON printers do. Numbers in a `google.protobuf.Value` are
+/// doubles, so without this `{"count": 3}` sent through a `Value` would come back
+/// as `{"count": 3.0}`. Both spell the same JSON number.
+struct WholeNumbers;
+
+/// Beyond 2^53 a double no longer holds every integer: keep its float spelling.
+const LARGEST_EXACT: f64 = 9_007_199_254_740_992.0;
+
+impl serde_json::ser::Formatter for WholeNumbers {
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        // -0.0 keeps its sign (and so its float spelling).
+        let whole = value.fract() == 0.0 && value.abs() <= LARGEST_EXACT && value != 0.0;
+        if whole || (value == 0.0 && value.is_sign_positive()) {
+            return write!(writer, "{}", value as i64);
+        }
+        serde_json::ser::CompactFormatter.write_f64(writer, value)
+    }
+
+    fn write_f32<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
+        if value.fract() == 0.0
+            && value.abs() <= 16_777_216.0
+            && !(value == 0.0 && value.is_sign_negative())
+        {
+            return write!(writer, "{}", value as i64);
+        }
+        serde_json::ser::CompactFormatter.write_f32(writer, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codegen::pbjson_types::Value;
+
+    fn encoded(value: &Value) -> String {
+        let mut buf = BytesMut::new();
+        JsonCodec.encode(value, &mut buf).unwrap();
+        String::from_utf8(buf.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn whole_doubles_are_written_as_integers() {
+        let json = serde_json::json!({"n": 3, "big": 9007199254740991u64, "half": 2.5, "neg": -7, "zero": 0});
+        let value: Value = serde_json::from_slice(json.to_string().as_bytes()).unwrap();
+        let text = encoded(&value);
+        for spelled in [
+            r#""big":9007199254740991"#,
+            r#""half":2.5"#,
+            r#""n":3"#,
+            r#""neg":-7"#,
+            r#""zero":0"#,
+        ] {
+            assert!(text.contains(spelled), "{spelled} in {text}");
+        }
+        // Too large to be exact, and negative zero: the float spelling stays.
+        for (number, spelled) in [(1e300, "1e+300"), (-0.0, "-0.0")] {
+            let value = Value {
+                kind: Some(crate::codegen::pbjson_types::value::Kind::NumberValue(
+                    number,
+                )),
+            };
+            assert_eq!(encoded(&value), spelled);
+        }
     }
 }
