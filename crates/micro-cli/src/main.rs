@@ -53,6 +53,9 @@ enum Command {
     /// Read, change and watch config: in micro server (the default) or etcd.
     #[command(subcommand)]
     Config(config_cmd::ConfigVerb),
+    /// Serve the API gateway: HTTP requests become service calls
+    /// (POST /greeter/hello calls Greeter.Hello of service greeter).
+    Api(server_cmd::ApiArgs),
     /// Serve the proxy: the API of micro (Registry, Broker, Config, Client, health)
     /// as gRPC and as JSON over HTTP on one port.
     Proxy(server_cmd::ProxyArgs),
@@ -66,7 +69,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The long-running commands say where they listen; the others only warn.
     let default_log = match cli.command {
-        Command::Proxy(_) | Command::Server(_) => "info",
+        Command::Api(_) | Command::Proxy(_) | Command::Server(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -89,6 +92,7 @@ async fn main() -> ExitCode {
         Command::Register(what) => registry_cmd::register(what).await,
         Command::Deregister(what) => registry_cmd::deregister(what).await,
         Command::Config(verb) => config_cmd::run(verb).await,
+        Command::Api(args) => server_cmd::api(args).await,
         Command::Proxy(args) => server_cmd::proxy(args).await,
         Command::Server(args) => server_cmd::server(args).await,
     };

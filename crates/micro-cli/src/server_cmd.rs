@@ -18,7 +18,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use micro::options::{BrokerArgs, PartialOptions, RegistryArgs, ServiceOptions};
 use micro::registry::Ownership;
+use micro::wrapper::auth::Auth;
 use micro::wrapper::{Settings, WrapperContext};
+use micro_cli::api::target::Cors;
+use micro_cli::api::{Gateway, GatewayOptions};
 use micro_cli::proxy::store::ConfigDb;
 use micro_cli::proxy::{Proxy, ProxyOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,21 +39,6 @@ pub const DEFAULT_WEB_ADDRESS: &str = "127.0.0.1:8082";
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
 pub struct RunArgs {
-    /// Address the proxy (the gRPC API, also as JSON over HTTP) listens on
-    #[arg(
-        long,
-        env = "MICRO_PROXY_ADDRESS",
-        value_name = "HOST:PORT",
-        default_value = DEFAULT_PROXY_ADDRESS,
-        value_parser = micro::options::parse_address
-    )]
-    proxy_address: String,
-
-    /// Directory of the config database [default: $XDG_DATA_HOME/micro, else
-    /// ~/.local/share/micro]
-    #[arg(long, env = "MICRO_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-
     /// Serve on an address that is not loopback without the auth wrapper: anyone
     /// who reaches it can call every service and change config
     #[arg(long, env = "MICRO_INSECURE")]
@@ -78,10 +66,101 @@ pub struct RunArgs {
     broker: BrokerArgs,
 }
 
+/// Where the proxy listens and keeps its config database.
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct ProxyPartArgs {
+    /// Address the proxy (the gRPC API, also as JSON over HTTP) listens on
+    #[arg(
+        long,
+        env = "MICRO_PROXY_ADDRESS",
+        value_name = "HOST:PORT",
+        default_value = DEFAULT_PROXY_ADDRESS,
+        value_parser = micro::options::parse_address
+    )]
+    proxy_address: String,
+
+    /// Directory of the config database [default: $XDG_DATA_HOME/micro, else
+    /// ~/.local/share/micro]
+    #[arg(long, env = "MICRO_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
 /// `micro proxy`.
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
 pub struct ProxyArgs {
+    #[command(flatten)]
+    proxy: ProxyPartArgs,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The API gateway's own options (`micro api`, and the gateway of `micro server`).
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct GatewayArgs {
+    /// Services are registered as NAMESPACE.NAME and reached as /NAME/METHOD
+    #[arg(long, env = "MICRO_API_NAMESPACE", value_name = "NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Serve POST /rpc ({"service", "endpoint", "request", "address"}): lets any
+    /// caller call any endpoint of any service, so it is off by default
+    #[arg(long, env = "MICRO_API_ENABLE_RPC")]
+    enable_rpc: bool,
+
+    /// Origins allowed to call the gateway from a browser (CORS), comma-separated,
+    /// or * for any; CORS is off without it
+    #[arg(
+        long,
+        env = "MICRO_API_CORS_ORIGINS",
+        value_name = "ORIGIN,...",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+}
+
+impl GatewayArgs {
+    fn options(&self, service: &ServiceOptions) -> GatewayOptions {
+        let origins: Vec<String> = self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        GatewayOptions {
+            namespace: self.namespace.clone().filter(|n| !n.is_empty()),
+            enable_rpc: self.enable_rpc,
+            call_timeout: service.client_request_timeout,
+            max_body: service.server_max_body,
+            cors: (!origins.is_empty()).then(|| Cors {
+                origins,
+                ..Cors::default()
+            }),
+            drain_timeout: service.server_drain_timeout,
+            ..GatewayOptions::default()
+        }
+    }
+}
+
+/// `micro api`.
+#[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
+pub struct ApiArgs {
+    /// Address the API gateway listens on
+    #[arg(
+        long,
+        env = "MICRO_API_ADDRESS",
+        value_name = "HOST:PORT",
+        default_value = DEFAULT_API_ADDRESS,
+        value_parser = micro::options::parse_address
+    )]
+    address: String,
+
+    #[command(flatten)]
+    gateway: GatewayArgs,
+
     #[command(flatten)]
     run: RunArgs,
 }
@@ -113,14 +192,68 @@ pub struct ServerArgs {
     web_address: String,
 
     #[command(flatten)]
+    proxy: ProxyPartArgs,
+
+    #[command(flatten)]
+    gateway: GatewayArgs,
+
+    #[command(flatten)]
     run: RunArgs,
 }
 
-/// Everything a proxy needs, resolved from flags, environment and config file.
+/// The engines and wrappers the proxy and the gateway work with, resolved from
+/// flags, environment and config file.
 struct Prepared {
-    proxy: Proxy,
-    wrappers: micro::wrapper::Wrappers,
+    options: ServiceOptions,
+    registry: Arc<dyn micro::registry::Registry>,
     broker: Arc<dyn micro::broker::Broker>,
+    wrappers: micro::wrapper::Wrappers,
+}
+
+impl Prepared {
+    /// The proxy over these engines, with its config database under `data_dir`.
+    fn proxy(&self, part: &ProxyPartArgs) -> anyhow::Result<Proxy> {
+        let dir = match &part.data_dir {
+            Some(dir) => dir.clone(),
+            None => default_data_dir()?,
+        };
+        let db = ConfigDb::open(&dir)?;
+        tracing::info!(
+            file = %db.file().display(),
+            revision = db.revision(),
+            "config store opened"
+        );
+        let proxy_options = ProxyOptions {
+            call_timeout: self.options.client_request_timeout,
+            max_body: self.options.server_max_body,
+            drain_timeout: self.options.server_drain_timeout,
+            ..ProxyOptions::default()
+        };
+        Ok(
+            Proxy::new(self.registry.clone(), self.broker.clone(), Arc::new(db))
+                .options(proxy_options),
+        )
+    }
+
+    /// The API gateway over these engines; with the `auth` wrapper on, its
+    /// settings check every gateway request too.
+    fn gateway(&self, args: &GatewayArgs) -> anyhow::Result<Gateway> {
+        let client = micro::Client::builder()
+            .registry(self.registry.clone())
+            .request_timeout(self.options.client_request_timeout)
+            .max_body(self.options.server_max_body)
+            .build();
+        let mut gateway = Gateway::new(
+            client,
+            self.registry.clone(),
+            self.broker.clone(),
+            args.options(&self.options),
+        );
+        if self.options.wrappers.iter().any(|w| w.trim() == "auth") {
+            gateway = gateway.auth(Arc::new(Auth::from_settings(&self.options.wrapper)?));
+        }
+        Ok(gateway)
+    }
 }
 
 impl RunArgs {
@@ -174,16 +307,6 @@ impl RunArgs {
             &options.broker_address,
             registry.clone(),
         )?;
-        let dir = match &self.data_dir {
-            Some(dir) => dir.clone(),
-            None => default_data_dir()?,
-        };
-        let db = ConfigDb::open(&dir)?;
-        tracing::info!(
-            file = %db.file().display(),
-            revision = db.revision(),
-            "config store opened"
-        );
         tracing::info!(
             registry = %registry.name(),
             broker = %broker.name(),
@@ -196,57 +319,73 @@ impl RunArgs {
             ..WrapperContext::new(micro_cli::proxy::DEFAULT_NAME)
         };
         let wrappers = micro::wrapper::from_names(&options.wrappers, &options.wrapper, &ctx)?;
-        let proxy_options = ProxyOptions {
-            call_timeout: options.client_request_timeout,
-            max_body: options.server_max_body,
-            drain_timeout: options.server_drain_timeout,
-            ..ProxyOptions::default()
-        };
-        let proxy = Proxy::new(registry, broker.clone(), Arc::new(db)).options(proxy_options);
         Ok(Prepared {
-            proxy,
-            wrappers,
+            options,
+            registry,
             broker,
+            wrappers,
         })
     }
 }
 
 /// `micro proxy`: serves the proxy until SIGINT / SIGTERM.
 pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let run = &args.run;
-    let prepared = run.prepare(&[("--proxy_address", &run.proxy_address)])?;
-    let listener = listen("proxy", "--proxy_address", &run.proxy_address).await?;
+    let address = &args.proxy.proxy_address;
+    let prepared = args.run.prepare(&[("--proxy_address", address)])?;
+    let proxy = prepared.proxy(&args.proxy)?;
+    let listener = listen("proxy", "--proxy_address", address).await?;
     let stop = stop_on_signal();
-    serve_proxy(prepared, listener, stop).await
+    let served = serve_proxy(&prepared, proxy, listener, stop).await;
+    disconnect(&prepared).await;
+    served
+}
+
+/// `micro api`: serves the API gateway until SIGINT / SIGTERM.
+pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
+    let prepared = args.run.prepare(&[("--address", &args.address)])?;
+    let gateway = prepared.gateway(&args.gateway)?;
+    let listener = listen("api", "--address", &args.address).await?;
+    let stop = stop_on_signal();
+    let served = gateway.serve(listener, stopped(stop)).await;
+    disconnect(&prepared).await;
+    tracing::info!("stopped");
+    Ok(served?)
 }
 
 /// `micro server`: the proxy, plus the ports of the API gateway and the web
 /// dashboard, until SIGINT / SIGTERM.
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
-    let run = &args.run;
-    let prepared = run.prepare(&[
-        ("--proxy_address", &run.proxy_address),
+    let proxy_address = &args.proxy.proxy_address;
+    let prepared = args.run.prepare(&[
+        ("--proxy_address", proxy_address),
         ("--api_address", &args.api_address),
         ("--web_address", &args.web_address),
     ])?;
-    let proxy = listen("proxy", "--proxy_address", &run.proxy_address).await?;
+    let proxy = prepared.proxy(&args.proxy)?;
+    let gateway = prepared.gateway(&args.gateway)?;
+    let proxy_listener = listen("proxy", "--proxy_address", proxy_address).await?;
     let api = listen("api", "--api_address", &args.api_address).await?;
     let web = listen("web", "--web_address", &args.web_address).await?;
     let stop = stop_on_signal();
-    let api = tokio::spawn(placeholder(api, Placeholder::Api, stop.clone()));
+    let api = tokio::spawn(gateway.serve(api, stopped(stop.clone())));
     let web = tokio::spawn(placeholder(web, Placeholder::Web, stop.clone()));
-    let served = serve_proxy(prepared, proxy, stop).await;
-    let _ = api.await;
+    let served = serve_proxy(&prepared, proxy, proxy_listener, stop).await;
+    if let Ok(Err(e)) = api.await {
+        tracing::warn!(error = %e, "the API gateway stopped with an error");
+    }
     let _ = web.await;
+    disconnect(&prepared).await;
+    tracing::info!("stopped");
     served
 }
 
 async fn serve_proxy(
-    prepared: Prepared,
+    prepared: &Prepared,
+    proxy: Proxy,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut server = prepared.proxy.server();
+    let mut server = proxy.server();
     for wrapper in prepared.wrappers.handler_wrappers() {
         server = server.wrap(wrapper.clone());
     }
@@ -256,17 +395,19 @@ async fn serve_proxy(
     }
     // At the stop, end the watch and subscribe streams too: they never finish by
     // themselves, and would hold the drain to its timeout.
-    let stopping = prepared.proxy.parts().stopping.clone();
+    let stopping = proxy.parts().stopping.clone();
     let shutdown = async move {
         stopped(stop).await;
         stopping.stop();
     };
     server.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+async fn disconnect(prepared: &Prepared) {
     if let Err(e) = prepared.broker.disconnect().await {
         tracing::warn!(error = %e, "the broker did not disconnect cleanly");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// A receiver that turns true once SIGINT or SIGTERM arrives.
@@ -364,7 +505,6 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 /// The parts of `micro server` that later versions fill in.
 #[derive(Debug, Clone, Copy)]
 enum Placeholder {
-    Api,
     Web,
 }
 
@@ -411,15 +551,6 @@ async fn answer(mut socket: TcpStream, what: Placeholder) {
     })
     .await;
     let (content_type, body) = match what {
-        Placeholder::Api => (
-            "application/json",
-            micro::Error::service_unavailable(
-                "micro.api",
-                "the API gateway arrives in a later version; call services through the proxy \
-                 now: POST /micro.v1.Client/Call on its port (8081 by default)",
-            )
-            .to_json(),
-        ),
         Placeholder::Web => ("text/html; charset=utf-8", WEB_PAGE.to_string()),
     };
     let response = format!(

@@ -210,9 +210,32 @@ pub async fn publish(
             (content_type, Bytes::from(req.body))
         }
     };
+    let id = publish_message(
+        parts.broker.as_ref(),
+        &req.topic,
+        content_type,
+        body,
+        req.headers,
+        from_service,
+    )
+    .await?;
+    Ok(PublishResponse { id })
+}
+
+/// Publishes `body` on `topic` of `broker` with the extra `headers` (names
+/// lowercased); sets `micro-topic`, a new `micro-id`, `content-type` and, if given,
+/// `micro-from-service`. Returns the message id. The proxy's Publish methods and
+/// the API gateway's `event` handler publish through this.
+pub async fn publish_message(
+    broker: &dyn broker::Broker,
+    topic: &str,
+    content_type: String,
+    body: Bytes,
+    headers: impl IntoIterator<Item = (String, String)>,
+    from_service: Option<&str>,
+) -> Result<String, Error> {
     let id = new_id();
-    let mut headers: BTreeMap<String, String> = req
-        .headers
+    let mut headers: BTreeMap<String, String> = headers
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
@@ -221,16 +244,15 @@ pub async fn publish(
             .entry(broker::HEADER_FROM.to_string())
             .or_insert_with(|| from.to_string());
     }
-    headers.insert(broker::HEADER_TOPIC.into(), req.topic.clone());
+    headers.insert(broker::HEADER_TOPIC.into(), topic.to_string());
     headers.insert(broker::HEADER_ID.into(), id.clone());
     headers.insert(broker::HEADER_CONTENT_TYPE.into(), content_type);
-    let message = Message { headers, body };
-    parts.broker.publish(&req.topic, message).await?;
-    Ok(PublishResponse { id })
+    broker.publish(topic, Message { headers, body }).await?;
+    Ok(id)
 }
 
 /// A random id in the form of a UUID v4.
-fn new_id() -> String {
+pub fn new_id() -> String {
     let random = || {
         std::collections::hash_map::RandomState::new()
             .build_hasher()

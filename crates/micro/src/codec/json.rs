@@ -1,7 +1,6 @@
 use std::io;
 
 use bytes::{BufMut, BytesMut};
-use serde::Serialize;
 
 use super::{Codec, Format, Message};
 use crate::Error;

@@ -87,6 +87,7 @@ use std::sync::Arc;
 
 pub use builtin::{from_names, Builtin, WrapperContext, BUILTINS};
 pub use layer::{BoxService, Next, Wrapper};
+pub use ratelimit::{Bucket as TokenBucket, Limit as RateLimit};
 pub use settings::{env_var, Key, Settings, SettingsError};
 
 use crate::broker::{Delivery, Publication};

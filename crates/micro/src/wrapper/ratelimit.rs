@@ -152,15 +152,18 @@ enum By {
     Caller,
 }
 
-/// A rate and a burst, both checked.
+/// A rate (per second) and a burst, both checked. Public so that the API
+/// gateway's per-route limits are the same token buckets.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Limit {
+pub struct Limit {
     rate: f64,
     burst: f64,
 }
 
 impl Limit {
-    fn new(rate: f64, burst: Option<f64>) -> Result<Limit, String> {
+    /// `rate` requests per second on average, `burst` (default: the rate, at
+    /// least 1) at once; an error says which is out of range.
+    pub fn new(rate: f64, burst: Option<f64>) -> Result<Limit, String> {
         if !(rate.is_finite() && rate > 0.0) {
             return Err(format!(
                 "the rate must be a number of requests per second above 0, not {rate}"
@@ -205,12 +208,20 @@ fn build(settings: &Settings, ctx: &WrapperContext) -> Result<Wrappers, Error> {
 
 /// A token bucket.
 #[derive(Debug)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
 impl Bucket {
+    /// A bucket holding a whole burst at `now`.
+    pub fn full(limit: &Limit, now: Instant) -> Bucket {
+        Bucket {
+            tokens: limit.burst,
+            last: now,
+        }
+    }
+
     fn refill(&mut self, limit: &Limit, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * limit.rate).min(limit.burst);
@@ -218,7 +229,7 @@ impl Bucket {
     }
 
     /// Takes a token, or says how long until there is one.
-    fn take(&mut self, limit: &Limit, now: Instant) -> Result<(), Duration> {
+    pub fn take(&mut self, limit: &Limit, now: Instant) -> Result<(), Duration> {
         self.refill(limit, now);
         if self.tokens >= 1.0 - EPSILON {
             self.tokens = (self.tokens - 1.0).max(0.0);
@@ -276,12 +287,7 @@ impl Limiter {
         }
         buckets
             .entry(key.to_string())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: limit.burst,
-                    last: now,
-                }))
-            })
+            .or_insert_with(|| Arc::new(Mutex::new(Bucket::full(limit, now))))
             .clone()
     }
 

@@ -1,0 +1,494 @@
+//! One request through the gateway, in order: request id → limits on the request
+//! head → built-in paths (`/health`, `/metrics`, `/rpc`) → CORS preflight →
+//! routing (zero-config) → auth → rate limit → the handler → CORS, gzip and the
+//! request id on the answer → metrics and the access log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use micro::broker::Broker;
+use micro::client::CallOptions;
+use micro::registry::Registry;
+use micro::wrapper::auth::{self, Auth};
+use micro::{Client, Error, Metadata};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::call::{self, Call, StreamFormat};
+use super::catalog::Catalog;
+use super::limits::RouteLimits;
+use super::metrics::Metrics;
+use super::reply::{self, Body};
+use super::resolve::{self, ID};
+use super::target::{HandlerKind, Policy, Target};
+use super::{compress, cors, event, upstream, GatewayOptions};
+
+/// The header that carries a request's id, end to end.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What every request works with.
+pub struct Shared {
+    pub(super) options: GatewayOptions,
+    pub(super) client: Client,
+    pub(super) broker: Arc<dyn Broker>,
+    pub(super) catalog: Catalog,
+    pub(super) auth: Option<Arc<Auth>>,
+    metrics: Metrics,
+    limits: RouteLimits,
+    upstream: upstream::UpstreamClient,
+    /// The policy of requests no route names: the gateway's options.
+    default_policy: Arc<Policy>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("options", &self.options)
+            .field("auth", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request was routed, for the answer's decoration, metrics and the log.
+struct Routed {
+    /// The metrics label: the route, or the zero-config service and endpoint.
+    label: String,
+    handler: &'static str,
+    policy: Arc<Policy>,
+}
+
+impl Shared {
+    pub(super) fn new(
+        client: Client,
+        registry: Arc<dyn Registry>,
+        broker: Arc<dyn Broker>,
+        options: GatewayOptions,
+    ) -> Self {
+        let default_policy = Arc::new(Policy {
+            cors: options.cors.clone(),
+            ..Policy::default()
+        });
+        Shared {
+            client,
+            broker,
+            catalog: Catalog::new(registry),
+            auth: None,
+            metrics: Metrics::default(),
+            limits: RouteLimits::default(),
+            upstream: upstream::client(),
+            default_policy,
+            options,
+        }
+    }
+
+    /// Answers one request; never fails (errors are answers).
+    pub(super) async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = request_id(req.headers());
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let request_headers = req.headers().clone();
+        let wants_gzip = compress::accepts_gzip(&request_headers);
+        let (mut rsp, routed) = match self.dispatch(req, peer).await {
+            Ok(answer) => answer,
+            Err((e, routed)) => (reply::error(&e), routed),
+        };
+        let policy = routed.as_ref().map_or(&self.default_policy, |r| &r.policy);
+        cors::decorate(policy.cors.as_ref(), &request_headers, &mut rsp);
+        if wants_gzip {
+            rsp = gzip_whole(rsp).await;
+        }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            rsp.headers_mut().insert(REQUEST_ID, v);
+        }
+        let took = started.elapsed();
+        let (label, handler) = routed
+            .as_ref()
+            .map_or(("unrouted", "none"), |r| (r.label.as_str(), r.handler));
+        self.metrics
+            .record(label, handler, rsp.status().as_u16(), took);
+        tracing::info!(
+            target: "micro::api::access",
+            %peer,
+            %method,
+            path,
+            status = rsp.status().as_u16(),
+            micros = took.as_micros() as u64,
+            route = label,
+            request_id,
+            "request"
+        );
+        rsp
+    }
+
+    /// Routes and serves a request; an error carries where it was routed, if it got
+    /// that far.
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<(Response<Body>, Option<Routed>), (Error, Option<Routed>)> {
+        let unrouted = |e: Error| (e, None);
+        check_head(&req, &self.options).map_err(unrouted)?;
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::GET, "/health") => {
+                return Ok((reply::json(StatusCode::OK, r#"{"status":"ok"}"#), None))
+            }
+            (&Method::GET, "/metrics") => {
+                let mut rsp = Response::new(reply::full(self.metrics.render()));
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                return Ok((rsp, None));
+            }
+            (_, "/rpc") if self.options.enable_rpc => {
+                let routed = Routed {
+                    label: "/rpc".into(),
+                    handler: "rpc",
+                    policy: self.default_policy.clone(),
+                };
+                return match self.rpc_endpoint(req).await {
+                    Ok(rsp) => Ok((rsp, Some(routed))),
+                    Err(e) => Err((e, Some(routed))),
+                };
+            }
+            _ => {}
+        }
+        if cors::is_preflight(req.method(), req.headers()) {
+            return Ok((
+                cors::preflight(self.default_policy.cors.as_ref(), req.headers()),
+                None,
+            ));
+        }
+        let (target, policy, records) = self.zero_config(&req).await.map_err(unrouted)?;
+        let routed = Routed {
+            label: format!(
+                "{} {}",
+                target.service,
+                target.endpoint.as_deref().unwrap_or("")
+            ),
+            handler: target.handler.name(),
+            policy: policy.clone(),
+        };
+        match self
+            .serve(req, peer, target, &policy, &records, &routed.label)
+            .await
+        {
+            Ok(rsp) => Ok((rsp, Some(routed))),
+            Err(e) => Err((e, Some(routed))),
+        }
+    }
+
+    /// Zero-config routing: the path names the service and endpoint.
+    async fn zero_config(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<(Target, Arc<Policy>, Arc<Vec<micro::registry::Service>>), Error> {
+        let path = req.uri().path();
+        let namespace = self.options.namespace.as_deref();
+        let wanted = resolve::parse_path(path, namespace).ok_or_else(|| {
+            Error::not_found(
+                ID,
+                format!(
+                    "no route for {path}: call an endpoint as /SERVICE/METHOD (POST /greeter/hello \
+                     calls Greeter.Hello of service greeter), or add a route to the routes file"
+                ),
+            )
+        })?;
+        let records = self.catalog.service(&wanted.service).await?;
+        let known = if records.is_empty() {
+            self.catalog.names().await
+        } else {
+            Vec::new()
+        };
+        let endpoint = resolve::check(&wanted, &records, &known)?;
+        if !matches!(*req.method(), Method::GET | Method::POST) {
+            return Err(Error::method_not_allowed(
+                ID,
+                format!(
+                    "{} {path}: call endpoints with POST (a JSON body) or GET (query parameters)",
+                    req.method()
+                ),
+            ));
+        }
+        let handler = if call::streams(&records, &endpoint) {
+            HandlerKind::Stream
+        } else {
+            HandlerKind::Rpc
+        };
+        let target = Target {
+            handler,
+            service: wanted.service,
+            endpoint: Some(endpoint),
+            ..Target::default()
+        };
+        Ok((target, self.default_policy.clone(), records))
+    }
+
+    /// Auth, rate limit, then the target's handler.
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        target: Target,
+        policy: &Policy,
+        records: &[micro::registry::Service],
+        label: &str,
+    ) -> Result<Response<Body>, Error> {
+        let mut metadata = Metadata::from_headers(req.headers());
+        self.authorize(&target, policy, &mut metadata)?;
+        if let Some(limit) = &policy.rate_limit {
+            self.limits.check(label, limit)?;
+        }
+        let max_body = policy.body_limit.unwrap_or(self.options.max_body);
+        match target.handler {
+            HandlerKind::Rpc | HandlerKind::Stream => {
+                let endpoint = target.endpoint.clone().unwrap_or_default();
+                let format = StreamFormat::for_accept(req.headers().get(header::ACCEPT));
+                let query = req.uri().query().map(str::to_string);
+                let body = self.read_body(req, max_body).await?;
+                let request = super::request_json::build(
+                    &body,
+                    query.as_deref(),
+                    &target.params,
+                    call::request_schema(records, &endpoint),
+                )?;
+                let mut options = CallOptions::default()
+                    .timeout(policy.timeout.unwrap_or(match target.handler {
+                        // A stream lasts as long as the service sends.
+                        HandlerKind::Stream => Duration::from_secs(24 * 3600),
+                        _ => self.options.call_timeout,
+                    }))
+                    .with_metadata(&metadata);
+                if let Some(retries) = policy.retries {
+                    options = options.retries(retries);
+                }
+                if let Some(version) = &target.version {
+                    options = options.version(version.clone());
+                }
+                let call = Call {
+                    client: &self.client,
+                    request,
+                    options,
+                };
+                if target.handler == HandlerKind::Stream {
+                    call::stream(&target, &endpoint, call, format).await
+                } else {
+                    call::unary(&target, &endpoint, call).await
+                }
+            }
+            HandlerKind::Event => {
+                let headers = req.headers().clone();
+                let body = self.read_body(req, max_body).await?;
+                event::publish(
+                    self.broker.as_ref(),
+                    target.topic.as_deref().unwrap_or(""),
+                    &headers,
+                    body,
+                )
+                .await
+            }
+            HandlerKind::Web if upstream::is_websocket(req.headers()) => {
+                upstream::websocket(req, records, &target, peer).await
+            }
+            HandlerKind::Http | HandlerKind::Web => {
+                let (parts, body) = req.into_parts();
+                let body = Limited::new(body, max_body).boxed_unsync();
+                upstream::forward(
+                    &self.upstream,
+                    Request::from_parts(parts, body),
+                    records,
+                    &target,
+                    peer,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Applies the `auth` settings and the route's requirement; on success the
+    /// caller's account is in `metadata` (and forged `micro-auth-*` keys are gone).
+    fn authorize(
+        &self,
+        target: &Target,
+        policy: &Policy,
+        metadata: &mut Metadata,
+    ) -> Result<(), Error> {
+        auth::strip_metadata(metadata);
+        let endpoint = target
+            .endpoint
+            .as_deref()
+            .or(target.topic.as_deref())
+            .unwrap_or("");
+        let account = match &self.auth {
+            Some(auth) => auth.check(&target.service, endpoint, metadata)?,
+            None => None,
+        };
+        if let Some(need) = policy.auth.as_ref().filter(|a| a.required) {
+            let Some(account) = &account else {
+                return Err(Error::unauthorized(
+                    ID,
+                    "this route needs credentials: send Authorization: Bearer <token> (or an API key)",
+                ));
+            };
+            if let Some(missing) = need.scopes.iter().find(|s| !account.has_scope(s)) {
+                return Err(Error::forbidden(
+                    ID,
+                    format!(
+                        "this route needs scope {missing:?}, which {:?} does not hold",
+                        account.subject
+                    ),
+                ));
+            }
+        }
+        if let Some(account) = &account {
+            auth::write_metadata(account, metadata);
+        }
+        Ok(())
+    }
+
+    /// The whole body, up to `limit` bytes (413) and within the body timeout (408).
+    async fn read_body(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, Error> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let timeout = self.options.body_timeout;
+        match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+            Err(_) => Err(Error::timeout(
+                ID,
+                format!("the request body did not arrive within {timeout:?}"),
+            )),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+            Ok(Err(e)) => Err(Error::bad_request(
+                ID,
+                format!("reading the request body: {e}"),
+            )),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+
+    /// `POST /rpc` with `{service, endpoint, request, address}`.
+    async fn rpc_endpoint(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        if req.method() != Method::POST {
+            return Err(Error::method_not_allowed(
+                ID,
+                "POST /rpc with {\"service\", \"endpoint\", \"request\"}",
+            ));
+        }
+        #[derive(Deserialize)]
+        struct RpcRequest {
+            service: String,
+            endpoint: String,
+            #[serde(default)]
+            request: serde_json::Value,
+            #[serde(default)]
+            address: Option<String>,
+        }
+        let mut metadata = Metadata::from_headers(req.headers());
+        let body = self.read_body(req, self.options.max_body).await?;
+        let rpc: RpcRequest = serde_json::from_slice(&body).map_err(|e| {
+            Error::bad_request(
+                ID,
+                format!("malformed /rpc body: {e}; send {{\"service\":\"greeter\",\"endpoint\":\"Greeter.Hello\",\"request\":{{...}}}}"),
+            )
+        })?;
+        let target = Target {
+            service: rpc.service,
+            endpoint: Some(rpc.endpoint.clone()),
+            ..Target::default()
+        };
+        self.authorize(&target, &self.default_policy, &mut metadata)?;
+        let request = match rpc.request {
+            serde_json::Value::Null => Bytes::from_static(b"{}"),
+            other => Bytes::from(other.to_string()),
+        };
+        let mut options = CallOptions::default()
+            .timeout(self.options.call_timeout)
+            .with_metadata(&metadata);
+        if let Some(address) = rpc.address.filter(|a| !a.is_empty()) {
+            options = options.address(address);
+        }
+        call::unary(
+            &target,
+            &rpc.endpoint,
+            Call {
+                client: &self.client,
+                request,
+                options,
+            },
+        )
+        .await
+    }
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::payload_too_large(ID, format!("the request body is larger than {limit} bytes"))
+}
+
+/// Limits on the request head that hyper does not apply itself.
+fn check_head<B>(req: &Request<B>, options: &GatewayOptions) -> Result<(), Error> {
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > options.max_uri {
+        return Err(Error::new(
+            ID,
+            format!(
+                "the request target is {target_len} bytes; the limit is {}",
+                options.max_uri
+            ),
+            StatusCode::URI_TOO_LONG.as_u16(),
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's request id when it is a sane one, else a new one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(crate::proxy::client::new_id)
+}
+
+/// A whole (not streamed) answer gzipped; streams pass untouched.
+async fn gzip_whole(rsp: Response<Body>) -> Response<Body> {
+    use hyper::body::Body as _;
+    let whole = rsp
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n as usize >= compress::MIN_SIZE);
+    if !whole {
+        return rsp;
+    }
+    let (mut parts, body) = rsp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return Response::from_parts(parts, reply::empty());
+    };
+    let bytes = collected.to_bytes();
+    match compress::gzip(&mut parts.headers, &bytes) {
+        Some(zipped) => Response::from_parts(parts, reply::full(zipped)),
+        None => Response::from_parts(parts, reply::full(bytes)),
+    }
+}

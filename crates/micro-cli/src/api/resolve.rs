@@ -1,0 +1,334 @@
+//! Zero-config routing: a request path names the service and endpoint, with no
+//! routes file.
+//!
+//! | path | service | endpoint |
+//! |---|---|---|
+//! | `/greeter/hello` | `greeter` | `Greeter.Hello` |
+//! | `/greeter/greeter/hello` | `greeter` | `Greeter.Hello` |
+//! | `/greeter/say-hello` | `greeter` | `Greeter.SayHello` |
+//! | `/v1/greeter/hello` | `v1.greeter` | `Greeter.Hello` |
+//!
+//! With `--namespace acme`, `/greeter/hello` is service `acme.greeter`. The guess is
+//! then checked against the registry, so that a 404 can say what was looked for and
+//! what exists; endpoint names compare without case, `-` or `_`, and a single
+//! endpoint with the asked method (`Say.Hello` for `/greeter/hello`) is found too.
+
+use micro::registry::Service;
+use micro::Error;
+
+/// The `id` of the gateway's own errors.
+pub const ID: &str = "micro.api";
+
+/// What a path asks for, before the registry is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// The service name, namespace included.
+    pub service: String,
+    /// The endpoint the path spells (`Greeter.SayHello`).
+    pub endpoint: String,
+}
+
+/// Reads a request path (without query). `None` when it cannot name an endpoint
+/// (`/`, `/greeter`, more than three segments, characters a name cannot hold).
+pub fn parse_path(path: &str, namespace: Option<&str>) -> Option<Wanted> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (service, rest) = match segments.as_slice() {
+        [version, name, rest @ ..] if is_version(version) => (format!("{version}.{name}"), rest),
+        [name, rest @ ..] => (name.to_string(), rest),
+        [] => return None,
+    };
+    if !service.split('.').all(is_name) {
+        return None;
+    }
+    let last = service.rsplit('.').next().unwrap_or(&service);
+    let endpoint = match rest {
+        [method] => format!("{}.{}", camel(last)?, camel(method)?),
+        [handler, method] => format!("{}.{}", camel(handler)?, camel(method)?),
+        _ => return None,
+    };
+    let service = match namespace.filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{ns}.{service}"),
+        None => service,
+    };
+    Some(Wanted { service, endpoint })
+}
+
+/// The zero-config path of `endpoint` of `service`: the inverse of [`parse_path`].
+/// `None` when the service is outside `namespace`.
+pub fn path_for(service: &str, endpoint: &str, namespace: Option<&str>) -> Option<String> {
+    let name = match namespace.filter(|n| !n.is_empty()) {
+        Some(ns) => service.strip_prefix(ns)?.strip_prefix('.')?,
+        None => service,
+    };
+    let (handler, method) = endpoint.split_once('.')?;
+    let mut path = String::new();
+    match name.split_once('.') {
+        Some((version, rest)) if is_version(version) && !rest.contains('.') => {
+            path.push('/');
+            path.push_str(version);
+            path.push('/');
+            path.push_str(rest);
+        }
+        _ if name.contains('.') => return None,
+        _ => {
+            path.push('/');
+            path.push_str(name);
+        }
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if !same_name(handler, last) {
+        path.push('/');
+        path.push_str(&kebab(handler));
+    }
+    path.push('/');
+    path.push_str(&kebab(method));
+    Some(path)
+}
+
+/// Checks `wanted` against the registry records of its service (`found`, empty
+/// when the service is unknown) and the names of every service (`known`, for the
+/// error); returns the endpoint's registered name.
+pub fn check(wanted: &Wanted, found: &[Service], known: &[String]) -> Result<String, Error> {
+    if found.is_empty() {
+        let mut detail = format!("service {:?} not found", wanted.service);
+        detail.push_str(&match known.len() {
+            0 => "; no services are registered".to_string(),
+            _ => format!("; registered services: {}", known.join(", ")),
+        });
+        return Err(Error::not_found(ID, detail));
+    }
+    let endpoints: Vec<&str> = found
+        .iter()
+        .flat_map(|s| s.endpoints.iter().map(|e| e.name.as_str()))
+        .collect();
+    if endpoints.contains(&wanted.endpoint.as_str()) {
+        return Ok(wanted.endpoint.clone());
+    }
+    let loose = |a: &str, b: &str| same_name(a, b);
+    if let Some(e) = endpoints.iter().find(|e| loose(e, &wanted.endpoint)) {
+        return Ok(e.to_string());
+    }
+    // `/greeter/hello` when the handler is not named after the service.
+    let method = wanted.endpoint.split_once('.').map_or("", |(_, m)| m);
+    let mut by_method: Vec<&str> = endpoints
+        .iter()
+        .copied()
+        .filter(|e| e.split_once('.').is_some_and(|(_, m)| loose(m, method)))
+        .collect();
+    by_method.sort_unstable();
+    by_method.dedup();
+    if let [one] = by_method.as_slice() {
+        return Ok(one.to_string());
+    }
+    let mut list: Vec<&str> = endpoints.clone();
+    list.sort_unstable();
+    list.dedup();
+    Err(Error::not_found(
+        ID,
+        format!(
+            "service {:?} has no endpoint {:?}; its endpoints: {}",
+            wanted.service,
+            wanted.endpoint,
+            list.join(", ")
+        ),
+    ))
+}
+
+/// `v1`, `v2`, …: a version prefix.
+fn is_version(segment: &str) -> bool {
+    segment.len() > 1
+        && segment.starts_with('v')
+        && segment[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A service name part: letters, digits, `-` and `_`.
+fn is_name(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `say-hello`, `say_hello`, `sayHello` → `SayHello`; `None` for non-names.
+fn camel(segment: &str) -> Option<String> {
+    if !is_name(segment) {
+        return None;
+    }
+    let mut out = String::with_capacity(segment.len());
+    let mut upper = true;
+    for c in segment.chars() {
+        if c == '-' || c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `SayHello` → `say-hello`.
+fn kebab(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Names equal when case, `-` and `_` are ignored.
+fn same_name(a: &str, b: &str) -> bool {
+    let strip = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use micro::registry::Endpoint;
+
+    fn wanted(path: &str) -> Option<(String, String)> {
+        parse_path(path, None).map(|w| (w.service, w.endpoint))
+    }
+
+    fn pair(s: &str, e: &str) -> Option<(String, String)> {
+        Some((s.into(), e.into()))
+    }
+
+    #[test]
+    fn paths_name_services_and_endpoints() {
+        assert_eq!(wanted("/greeter/hello"), pair("greeter", "Greeter.Hello"));
+        assert_eq!(
+            wanted("/greeter/greeter/hello"),
+            pair("greeter", "Greeter.Hello")
+        );
+        assert_eq!(
+            wanted("/greeter/say-hello"),
+            pair("greeter", "Greeter.SayHello")
+        );
+        assert_eq!(
+            wanted("/greeter/say_hello/"),
+            pair("greeter", "Greeter.SayHello")
+        );
+        assert_eq!(
+            wanted("/v1/greeter/hello"),
+            pair("v1.greeter", "Greeter.Hello")
+        );
+        assert_eq!(
+            wanted("/v2/greeter/say/hello"),
+            pair("v2.greeter", "Say.Hello")
+        );
+        assert_eq!(wanted("/my-svc/do-it"), pair("my-svc", "MySvc.DoIt"));
+        assert_eq!(
+            parse_path("/greeter/hello", Some("acme")).map(|w| w.service),
+            Some("acme.greeter".into())
+        );
+        for bad in [
+            "/",
+            "",
+            "/greeter",
+            "/a/b/c/d",
+            "/gr%20eter/hello",
+            "/greeter/he.llo",
+            "/v1/greeter",
+        ] {
+            assert_eq!(wanted(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_are_the_inverse_of_parsing() {
+        for (service, endpoint, path) in [
+            ("greeter", "Greeter.Hello", "/greeter/hello"),
+            ("greeter", "Greeter.SayHello", "/greeter/say-hello"),
+            ("greeter", "Say.Hello", "/greeter/say/hello"),
+            ("v1.greeter", "Greeter.Hello", "/v1/greeter/hello"),
+        ] {
+            assert_eq!(path_for(service, endpoint, None).as_deref(), Some(path));
+            assert_eq!(wanted(path), pair(service, endpoint));
+        }
+        assert_eq!(
+            path_for("acme.greeter", "Greeter.Hello", Some("acme")).as_deref(),
+            Some("/greeter/hello")
+        );
+        assert_eq!(
+            path_for("other.greeter", "Greeter.Hello", Some("acme")),
+            None
+        );
+        assert_eq!(path_for("a.b.c", "C.D", None), None);
+    }
+
+    fn service(name: &str, endpoints: &[&str]) -> Service {
+        Service {
+            name: name.into(),
+            endpoints: endpoints
+                .iter()
+                .map(|e| Endpoint {
+                    name: e.to_string(),
+                    ..Endpoint::default()
+                })
+                .collect(),
+            ..Service::default()
+        }
+    }
+
+    #[test]
+    fn the_registry_confirms_or_explains() {
+        let known = vec!["greeter".to_string(), "users".to_string()];
+        let greeter = [service(
+            "greeter",
+            &["Greeter.Hello", "Greeter.SayHello", "Say.Goodbye"],
+        )];
+        let w = |e: &str| Wanted {
+            service: "greeter".into(),
+            endpoint: e.into(),
+        };
+        assert_eq!(
+            check(&w("Greeter.Hello"), &greeter, &known).unwrap(),
+            "Greeter.Hello"
+        );
+        assert_eq!(
+            check(&w("Greeter.Sayhello"), &greeter, &known).unwrap(),
+            "Greeter.SayHello"
+        );
+        assert_eq!(
+            check(&w("Greeter.Goodbye"), &greeter, &known).unwrap(),
+            "Say.Goodbye"
+        );
+        let e = check(&w("Greeter.Nope"), &greeter, &known).unwrap_err();
+        assert_eq!(e.code(), 404);
+        assert!(
+            e.detail().contains("Greeter.Nope") && e.detail().contains("Greeter.SayHello"),
+            "{}",
+            e.detail()
+        );
+        let e = check(
+            &Wanted {
+                service: "nope".into(),
+                endpoint: "Nope.Hello".into(),
+            },
+            &[],
+            &known,
+        )
+        .unwrap_err();
+        assert!(
+            e.detail().contains("\"nope\"") && e.detail().contains("greeter, users"),
+            "{}",
+            e.detail()
+        );
+    }
+}
