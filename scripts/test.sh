@@ -65,6 +65,10 @@ else
   .venv/bin/python -m pytest -q tests/interop
 fi
 
+step "Client libraries: Python and TypeScript against real binaries"
+./clients/python/test.sh -q
+./clients/typescript/test.sh
+
 step "Benchmark smoke run (correctness of the bench harness, not a measurement)"
 cargo run --quiet -p bench-rpc -- --smoke
 cargo run --quiet -p bench-registry -- --smoke

@@ -606,7 +606,7 @@ CLI_VERBS = [
     "call", "stream", "list services", "get service", "health", "stats",
     "register service", "deregister service", "publish", "subscribe",
     "config get", "config set", "config del", "config watch",
-    "server", "proxy",
+    "server", "api", "proxy",
 ]
 
 

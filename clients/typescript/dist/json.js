@@ -1,0 +1,2 @@
+// The JSON values that cross the proxy in `google.protobuf.Value` fields.
+export {};

@@ -1,0 +1,165 @@
+"""`micro api` end to end: the gateway of a real `micro server` in front of a real
+greeter, driven with plain HTTP (urllib and curl), and docs/api.md executed."""
+
+import dataclasses
+import gzip
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, TARGET, free_port, wait_for_port
+from test_server import MicroServer
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = MicroServer(tmp_path / "data")
+    s.start()
+    wait_for_port(s.api_port, s.proc)
+    s.api = f"127.0.0.1:{s.api_port}"
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def request(url, body=None, method=None, headers=None):
+    """(status, headers, body bytes) of one request."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=WAIT) as rsp:
+            return rsp.status, rsp.headers, rsp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def wait_routable(server, path="/greeter/hello"):
+    deadline = time.monotonic() + WAIT
+    while True:
+        status, _, body = request(f"http://{server.api}{path}", {"name": "x"})
+        if status == 200:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} never became routable: {status} {body!r}")
+        time.sleep(0.1)
+
+
+def test_zero_config_calls_and_errors(server, greeter):
+    wait_routable(server)
+    base = f"http://{server.api}"
+    assert json.loads(request(f"{base}/greeter/hello", {"name": "John"})[2]) == {"message": "Hello John"}
+    assert json.loads(request(f"{base}/greeter/greeter/hello", {"name": "J"})[2]) == {"message": "Hello J"}
+    assert json.loads(request(f"{base}/greeter/hello?name=Q%20R")[2]) == {"message": "Hello Q R"}
+
+    status, headers, body = request(f"{base}/nope/hello", {})
+    err = json.loads(body)
+    assert status == 404 and err["id"] == "micro.api" and "greeter" in err["detail"], err
+    assert headers["Content-Type"] == "application/json"
+    status, _, body = request(f"{base}/greeter/nope", {})
+    assert status == 404 and "Greeter.Hello" in json.loads(body)["detail"]
+    status, _, body = request(f"{base}/greeter/hello", b'{"name":')
+    assert status == 400 and "malformed JSON" in json.loads(body)["detail"]
+    # The greeter's own error keeps its code and id.
+    status, _, body = request(f"{base}/greeter/hello", {"name": ""})
+    assert status == 400 and json.loads(body)["id"] == "greeter"
+    status, headers, _ = request(f"{base}/greeter/hello", {"name": "x"}, method="DELETE")
+    assert status == 405
+    # A body over the limit (4 MiB) is refused from its Content-Length, before it
+    # is read: the answer comes while the client has sent only the head.
+    with socket.create_connection(("127.0.0.1", server.api_port), timeout=WAIT) as s:
+        s.sendall(b"POST /greeter/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5242880\r\n\r\n")
+        head = s.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413"), head
+    status, _, _ = request(f"{base}/greeter/hello?{'a=1&' * 3000}", {})
+    assert status == 414
+    # /rpc is off unless --enable_rpc.
+    status, _, _ = request(f"{base}/rpc", {"service": "greeter", "endpoint": "Greeter.Hello"})
+    assert status == 404
+
+
+def test_streams_request_ids_gzip_and_metrics(server, greeter):
+    wait_routable(server)
+    base = f"http://{server.api}"
+    status, headers, body = request(f"{base}/greeter/stream", {"name": "S", "count": 3})
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    events = [json.loads(line[len("data: "):]) for line in body.decode().splitlines() if line.startswith("data: ")]
+    assert [e["sequence"] for e in events] == [1, 2, 3]
+
+    status, headers, _ = request(f"{base}/greeter/hello", {"name": "id"}, headers={"X-Request-Id": "req-42"})
+    assert headers["X-Request-Id"] == "req-42"
+    _, headers, _ = request(f"{base}/greeter/hello", {"name": "id"})
+    assert len(headers["X-Request-Id"]) == 36
+
+    # A large answer (the 404 listing is small; ask the greeter for a long name) is gzipped.
+    name = "n" * 4000
+    status, headers, body = request(f"{base}/greeter/hello", {"name": name}, headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(body)) == {"message": f"Hello {name}"}
+
+    status, _, body = request(f"{base}/metrics")
+    text = body.decode()
+    assert 'micro_api_requests_total{route="greeter Greeter.Hello",handler="rpc",code="200"}' in text, text
+    assert 'handler="stream"' in text
+
+
+def test_enable_rpc_cors_and_event_routes_by_flag(tmp_path, greeter):
+    """`micro api` alone, with /rpc and CORS switched on by flags."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(TARGET / "micro"), "api", "--address", f"127.0.0.1:{port}", "--enable_rpc",
+         "--cors_origins", "https://app.example.com"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + WAIT
+        while True:
+            status, _, body = request(f"{base}/rpc", {"service": "greeter", "endpoint": "Greeter.Hello", "request": {"name": "R"}})
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 200 and json.loads(body) == {"message": "Hello R"}, body
+
+        pre = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+        status, headers, _ = request(f"{base}/greeter/hello", method="OPTIONS", headers=pre)
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        status, _, _ = request(f"{base}/greeter/hello", method="OPTIONS", headers={**pre, "Origin": "https://evil.example"})
+        assert status == 403
+        _, headers, _ = request(f"{base}/greeter/hello", {"name": "c"}, headers={"Origin": "https://app.example.com"})
+        assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0, proc.stderr.read()
+
+
+def test_api_doc_examples(server, greeter, tmp_path):
+    """docs/api.md's `sh test` blocks, in order, against this test's gateway."""
+    from test_docs import blocks, require_curl, run_block  # noqa: PLC0415
+
+    require_curl()
+    wait_routable(server)
+    doc = ROOT / "docs" / "api.md"
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def local(b):
+        return dataclasses.replace(b, body=b.body.replace("127.0.0.1:8080", server.api))
+
+    n = 0
+    for block in blocks(doc):
+        if block.has("test"):
+            output = local(block.output) if block.output else None
+            run_block(doc, dataclasses.replace(local(block), output=output), work, server.api)
+            n += 1
+    assert n >= 5, f"only {n} executed blocks in {doc.name}"
