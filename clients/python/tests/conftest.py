@@ -88,10 +88,12 @@ class MicroServer(Process):
     def __init__(self, data_dir: Path, log: Path, port: int | None = None):
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.api_port = free_port()
+        self.api_address = f"127.0.0.1:{self.api_port}"
         args = [
             str(binary("micro")), "server",
             "--proxy_address", self.address,
-            "--api_address", f"127.0.0.1:{free_port()}",
+            "--api_address", self.api_address,
             "--web_address", f"127.0.0.1:{free_port()}",
             "--data_dir", str(data_dir),
         ]  # fmt: skip
