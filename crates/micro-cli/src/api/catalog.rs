@@ -13,12 +13,15 @@ use tokio::time::Instant;
 /// How long a registry answer is reused.
 pub const TTL: Duration = Duration::from_secs(1);
 
+/// Records read from the registry, and when.
+type Read = (Instant, Arc<Vec<Service>>);
+
 /// Cached reads of a [`Registry`].
 #[derive(Debug)]
 pub struct Catalog {
     registry: Arc<dyn Registry>,
-    services: Mutex<HashMap<String, (Instant, Arc<Vec<Service>>)>>,
-    listing: Mutex<Option<(Instant, Arc<Vec<Service>>)>>,
+    services: Mutex<HashMap<String, Read>>,
+    listing: Mutex<Option<Read>>,
 }
 
 impl Catalog {
