@@ -24,16 +24,9 @@ pub struct Runtimes {
 
 impl Runtimes {
     pub fn new() -> Result<Self> {
-        let make = |name: &str| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name(name)
-                .enable_all()
-                .build()
-        };
         Ok(Runtimes {
-            publishers: make("publishers")?,
-            subscribers: make("subscribers")?,
+            publishers: bench_common::runtime("publishers")?,
+            subscribers: bench_common::runtime("subscribers")?,
         })
     }
 }

@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use bench_common::mark;
 use clap::Parser;
 use hdrhistogram::Histogram;
 
@@ -276,7 +277,7 @@ fn report(args: &Args, totals: &BTreeMap<usize, Totals>) -> Result<String> {
         writeln!(
             ratios,
             "| {name} | {ratio:.2}x {} | {:.2}x [{lo:.2}, {hi:.2}] | {:.2}x | {:.2}x | {:.2}x |",
-            if ratio >= 0.8 { "✓" } else { "✗" },
+            mark(ratio >= 0.8),
             median(per_round.clone()),
             cpu_per_message(&m.throughput) / cpu_per_message(&r.throughput),
             p99(&m.throughput)? / p99(&r.throughput)?,

@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use bench_common::{mark, new_histogram, runtime, us};
 use clap::Parser;
 use greeter::proto::HelloRequest;
 use hdrhistogram::Histogram;
-use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
 type Client = greeter::GreeterClient;
@@ -116,14 +116,6 @@ fn spawn_proxy() -> anyhow::Result<(Child, String)> {
         bail!("the proxy child printed no address");
     }
     Ok((child, address))
-}
-
-fn runtime(name: &str) -> anyhow::Result<Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, in MiB.
@@ -252,22 +244,6 @@ fn bench(args: &Args, proxy: &str, pid: u32) -> anyhow::Result<()> {
     );
     println!("\nTargets: p50 added < 100 µs, p99 added < 1000 µs, RSS < 30 MiB (✓ met, ✗ missed).");
     Ok(())
-}
-
-fn mark(met: bool) -> &'static str {
-    if met {
-        "✓"
-    } else {
-        "✗"
-    }
-}
-
-fn us(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1e3
-}
-
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).context("histogram bounds")
 }
 
 #[derive(Debug, Clone, Copy)]

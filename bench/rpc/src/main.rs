@@ -30,12 +30,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
+use bench_common::{runtime, Limit, Ratios, Sample};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use harness::{Caller, Limit, Sample, System};
+use harness::{Caller, System};
 use report::Row;
 
 /// Unary RPC benchmark: micro versus tonic, same messages, same concurrency.
@@ -141,16 +142,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A multi-thread runtime of one worker thread named `name`.
-fn runtime(name: &str) -> anyhow::Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .context("building a runtime")
-}
-
 type ServerTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 /// Binds 127.0.0.1 on a free port and serves `system` on `rt` until `stopped`.
@@ -195,7 +186,7 @@ async fn measure(
         )
     };
     for caller in [micro, tonic] {
-        harness::run(caller, concurrency, warmup).await?;
+        bench_common::run(concurrency, warmup, caller, harness::hello).await?;
     }
     let (mut micro_total, mut tonic_total) = (Sample::new()?, Sample::new()?);
     let mut paired = Vec::new();
@@ -211,7 +202,7 @@ async fn measure(
                 System::Micro => (micro, &mut micro_total, &mut micro_round),
                 System::Tonic => (tonic, &mut tonic_total, &mut tonic_round),
             };
-            let sample = harness::run(caller, concurrency, round)
+            let sample = bench_common::run(concurrency, round, caller, harness::hello)
                 .await
                 .with_context(|| format!("{system} at {concurrency} in flight"))?;
             eprintln!(
@@ -225,7 +216,7 @@ async fn measure(
             *this_round = Some(sample);
         }
         if let (Some(m), Some(t)) = (micro_round, tonic_round) {
-            paired.push(report::Ratios::of(&m, &t));
+            paired.push(Ratios::of(&m, &t));
         }
     }
     Ok(Row {
@@ -244,10 +235,11 @@ async fn profile(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let seconds = args.duration * f64::from(args.rounds);
-    let sample = harness::run(
-        caller,
+    let sample = bench_common::run(
         concurrency,
         Limit::For(Duration::from_secs_f64(seconds)),
+        caller,
+        harness::hello,
     )
     .await?;
     eprint!(

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::harness::Sample;
+use bench_common::{mark, Ratios, Sample, Spread};
 
 /// Throughput ratio micro/tonic that meets the target.
 const MIN_THROUGHPUT_RATIO: f64 = 0.9;
@@ -15,25 +15,8 @@ pub struct Row {
     pub concurrency: usize,
     pub micro: Sample,
     pub tonic: Sample,
-    /// The ratios of each round's back-to-back micro and tonic runs.
+    /// The micro / tonic ratios of each round's back-to-back runs.
     pub paired: Vec<Ratios>,
-}
-
-/// micro / tonic ratios of throughput and p99 latency.
-#[derive(Debug, Clone, Copy)]
-pub struct Ratios {
-    pub throughput: f64,
-    pub p99: f64,
-}
-
-impl Ratios {
-    /// The ratios of `micro` to `tonic`.
-    pub fn of(micro: &Sample, tonic: &Sample) -> Self {
-        Ratios {
-            throughput: micro.throughput() / tonic.throughput(),
-            p99: micro.quantile_us(0.99) / tonic.quantile_us(0.99),
-        }
-    }
 }
 
 /// The main table (one line per concurrency, aggregate of all rounds), the spread of
@@ -88,26 +71,7 @@ pub fn markdown(rows: &[Row], settings: &str) -> String {
     out
 }
 
-/// `median [min, max]` of `values`.
+/// `median [min, max]` of `values`, `-` when there are none.
 fn spread(values: impl Iterator<Item = f64>) -> String {
-    let mut values: Vec<f64> = values.collect();
-    if values.is_empty() {
-        return "-".into();
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    format!("{median:.2}x [{:.2}, {:.2}]", values[0], values[n - 1])
-}
-
-fn mark(met: bool) -> &'static str {
-    if met {
-        "✓"
-    } else {
-        "✗"
-    }
+    Spread::of(values).map_or_else(|| "-".into(), |spread| spread.to_string())
 }

@@ -27,11 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
+use bench_common::{mark, runtime, Limit, Ratios, Sample, Spread};
 use clap::Parser;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
-
-use harness::{Limit, Sample};
 
 /// Wrapper-cost benchmark: the Hello call without and with wrapper stacks.
 #[derive(Debug, Parser)]
@@ -165,16 +164,6 @@ fn known_stacks(asked: &[String]) -> Vec<Vec<String>> {
     stacks
 }
 
-/// A multi-thread runtime of one worker thread named `name`.
-fn runtime(name: &str) -> anyhow::Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .context("building a runtime")
-}
-
 type ServerTask = tokio::task::JoinHandle<Result<(), micro::BoxError>>;
 
 /// Serves a greeter wrapped in `stack` on a free 127.0.0.1 port until `stopped`;
@@ -217,12 +206,6 @@ struct Row {
     variants: Vec<(String, Sample, Vec<Ratios>)>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Ratios {
-    throughput: f64,
-    p99: f64,
-}
-
 async fn measure(args: &Args, concurrency: usize, variants: &[Variant]) -> anyhow::Result<Row> {
     let (warmup, run, rounds) = if args.smoke {
         (Limit::Calls(20), Limit::Calls(SMOKE_CALLS), 1)
@@ -234,7 +217,7 @@ async fn measure(args: &Args, concurrency: usize, variants: &[Variant]) -> anyho
         )
     };
     for variant in variants {
-        harness::run(&variant.client, concurrency, warmup).await?;
+        bench_common::run(concurrency, warmup, &variant.client, harness::hello).await?;
     }
     let mut totals = Vec::new();
     for _ in variants {
@@ -245,7 +228,7 @@ async fn measure(args: &Args, concurrency: usize, variants: &[Variant]) -> anyho
         for step in 0..variants.len() {
             let index = (step + round) % variants.len();
             let variant = &variants[index];
-            let sample = harness::run(&variant.client, concurrency, run)
+            let sample = bench_common::run(concurrency, run, &variant.client, harness::hello)
                 .await
                 .with_context(|| format!("{} at {concurrency} in flight", variant.name))?;
             eprintln!(
@@ -262,10 +245,7 @@ async fn measure(args: &Args, concurrency: usize, variants: &[Variant]) -> anyho
         if let Some(Some(base)) = this_round.first() {
             for (index, sample) in this_round.iter().enumerate().skip(1) {
                 if let Some(sample) = sample {
-                    totals[index].1.push(Ratios {
-                        throughput: sample.throughput() / base.throughput(),
-                        p99: sample.quantile_us(0.99) / base.quantile_us(0.99),
-                    });
+                    totals[index].1.push(Ratios::of(sample, base));
                 }
             }
         }
@@ -300,24 +280,23 @@ fn markdown(rows: &[Row], args: &Args) -> String {
     );
     for row in rows {
         for (name, sample, ratios) in &row.variants {
-            let (throughput, cost, p99) = if ratios.is_empty() {
-                ("1".to_string(), "-".to_string(), "1".to_string())
-            } else {
-                let tp = median(ratios.iter().map(|r| r.throughput));
-                let mark = if name == DEFAULT_STACKS[0] && !args.smoke {
-                    if 1.0 - tp.0 < MAX_COST {
-                        " ✓"
-                    } else {
-                        " ✗"
-                    }
+            let spreads = (
+                Spread::of(ratios.iter().map(|r| r.throughput)),
+                Spread::of(ratios.iter().map(|r| r.p99)),
+            );
+            let (throughput, cost, p99) = if let (Some(tp), Some(p99)) = spreads {
+                let target = if name == DEFAULT_STACKS[0] && !args.smoke {
+                    format!(" {}", mark(1.0 - tp.median < MAX_COST))
                 } else {
-                    ""
+                    String::new()
                 };
                 (
-                    format!("{:.3}x [{:.2}, {:.2}]", tp.0, tp.1, tp.2),
-                    format!("{:.1}%{mark}", (1.0 - tp.0) * 100.0),
-                    spread(median(ratios.iter().map(|r| r.p99))),
+                    format!("{:.3}x [{:.2}, {:.2}]", tp.median, tp.min, tp.max),
+                    format!("{:.1}%{target}", (1.0 - tp.median) * 100.0),
+                    p99.to_string(),
                 )
+            } else {
+                ("1".to_string(), "-".to_string(), "1".to_string())
             };
             let _ = writeln!(
                 out,
@@ -337,24 +316,4 @@ fn markdown(rows: &[Row], args: &Args) -> String {
         MAX_COST * 100.0
     );
     out
-}
-
-/// Median, min and max.
-fn median(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
-    let mut values: Vec<f64> = values.collect();
-    if values.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
-}
-
-fn spread((median, min, max): (f64, f64, f64)) -> String {
-    format!("{median:.2}x [{min:.2}, {max:.2}]")
 }

@@ -119,6 +119,24 @@ pub struct GatewayArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+
+    /// Serve HTTPS with this PEM certificate chain (with --tls_key_file)
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --tls_cert_file
+    #[arg(
+        long,
+        env = "MICRO_API_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<PathBuf>,
 }
 
 impl GatewayArgs {
@@ -251,6 +269,9 @@ impl Prepared {
         );
         if self.options.wrappers.iter().any(|w| w.trim() == "auth") {
             gateway = gateway.auth(Arc::new(Auth::from_settings(&self.options.wrapper)?));
+        }
+        if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+            gateway = gateway.tls(micro_cli::api::tls::acceptor(cert, key)?);
         }
         Ok(gateway)
     }

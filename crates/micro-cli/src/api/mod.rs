@@ -34,7 +34,9 @@ pub mod pipeline;
 pub mod reply;
 pub mod request_json;
 pub mod resolve;
+pub mod routes;
 pub mod target;
+pub mod tls;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -51,6 +53,7 @@ use micro::registry::Registry;
 use micro::wrapper::auth::Auth;
 use micro::{Client, Error};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use self::target::Cors;
 
@@ -101,12 +104,14 @@ impl Default for GatewayOptions {
 #[derive(Clone)]
 pub struct Gateway {
     shared: Arc<pipeline::Shared>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("options", &self.shared.options)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -122,7 +127,15 @@ impl Gateway {
     ) -> Self {
         Gateway {
             shared: Arc::new(pipeline::Shared::new(client, registry, broker, options)),
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with `acceptor`, made by
+    /// [`tls::acceptor`] from certificate files.
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// Checks credentials and rules (the `auth` wrapper's) on every request.
@@ -161,12 +174,34 @@ impl Gateway {
                             let shared = shared.clone();
                             async move { Ok::<_, Infallible>(shared.handle(req, peer).await) }
                         });
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                            .into_owned();
-                        let conn = graceful.watch(conn);
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        let tls = self.tls.clone();
+                        let handshake_timeout = options.header_timeout;
                         tokio::spawn(async move {
-                            if let Err(e) = conn.await {
+                            let served = match tls {
+                                None => {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                                Some(tls) => {
+                                    // A client that never finishes its handshake is dropped.
+                                    let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                                        Ok(Ok(stream)) => stream,
+                                        Ok(Err(e)) => {
+                                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                            return;
+                                        }
+                                        Err(_) => {
+                                            tracing::debug!(%peer, "TLS handshake timed out");
+                                            return;
+                                        }
+                                    };
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                            };
+                            if let Err(e) = served {
                                 tracing::debug!(%peer, error = %e, "connection ended with an error");
                             }
                         });
