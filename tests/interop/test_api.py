@@ -163,3 +163,85 @@ def test_api_doc_examples(server, greeter, tmp_path):
             run_block(doc, dataclasses.replace(local(block), output=output), work, server.api)
             n += 1
     assert n >= 5, f"only {n} executed blocks in {doc.name}"
+
+
+def test_https_with_certificate_files(tmp_path, greeter):
+    """`micro api --tls_cert_file --tls_key_file` serves HTTPS (HTTP/2 and
+    HTTP/1.1); a client that trusts the certificate calls the greeter."""
+    import ssl  # noqa: PLC0415
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(TARGET / "micro"), "api", "--address", f"127.0.0.1:{port}",
+         "--tls_cert_file", str(cert), "--tls_key_file", str(key)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        context = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + WAIT
+        while True:
+            req = urllib.request.Request(
+                f"https://127.0.0.1:{port}/greeter/hello", data=b'{"name":"TLS"}', method="POST"
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=WAIT, context=context) as rsp:
+                    assert json.loads(rsp.read()) == {"message": "Hello TLS"}
+                    break
+            except urllib.error.HTTPError as e:
+                if time.monotonic() > deadline:
+                    raise AssertionError(e.read()) from None
+                time.sleep(0.1)
+        # HTTP/2 by ALPN, with curl when it is there.
+        out = subprocess.run(
+            ["curl", "-s", "--http2", "--cacert", str(cert), "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+             "-d", '{"name":"h2"}', f"https://127.0.0.1:{port}/greeter/hello"],
+            capture_output=True, text=True, timeout=WAIT,
+        )
+        assert out.stdout == "2 200", out
+        # Plain HTTP to the TLS port gets no answer (the handshake fails).
+        with pytest.raises(Exception):  # noqa: B017 (any failure to speak HTTP)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=WAIT)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0, proc.stderr.read()
+
+
+def test_oversized_heads_are_refused(server, greeter):
+    """A request head over 64 KiB gets 431 and the connection is not held."""
+    with socket.create_connection(("127.0.0.1", server.api_port), timeout=WAIT) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (80 * 1024) + b"\r\n\r\n")
+        head = s.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 431"), head
+
+
+def test_a_stream_over_websocket(server, greeter):
+    """A streaming endpoint over WebSocket: the query is the request, each message
+    is a text frame, the end a close 1000; a failure is an error frame and 1011."""
+    from websockets.sync.client import connect  # noqa: PLC0415
+
+    wait_routable(server)
+    url = f"ws://{server.api}/greeter/stream?name=WS&count=3"
+    with connect(url, open_timeout=WAIT) as ws:
+        frames = [json.loads(ws.recv(timeout=WAIT)) for _ in range(3)]
+        assert [f["sequence"] for f in frames] == [1, 2, 3]
+        assert frames[0]["message"] == "Hello WS"
+        from websockets.exceptions import ConnectionClosedOK  # noqa: PLC0415
+
+        with pytest.raises(ConnectionClosedOK):
+            ws.recv(timeout=WAIT)
+    with connect(f"ws://{server.api}/greeter/stream?count=2", open_timeout=WAIT) as ws:
+        error = json.loads(ws.recv(timeout=WAIT))["error"]
+        assert error["code"] == 400 and error["id"] == "greeter", error
+        from websockets.exceptions import ConnectionClosedError  # noqa: PLC0415
+
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=WAIT)
+        assert closed.value.rcvd.code == 1011

@@ -38,6 +38,7 @@ pub mod routes;
 pub mod target;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::future::Future;

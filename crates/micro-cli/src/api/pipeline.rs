@@ -27,7 +27,7 @@ use super::metrics::Metrics;
 use super::reply::{self, Body};
 use super::resolve::{self, ID};
 use super::target::{HandlerKind, Policy, Target};
-use super::{compress, cors, event, upstream, GatewayOptions};
+use super::{compress, cors, event, upstream, websocket, GatewayOptions};
 
 /// The header that carries a request's id, end to end.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -261,7 +261,14 @@ impl Shared {
                 let endpoint = target.endpoint.clone().unwrap_or_default();
                 let format = StreamFormat::for_accept(req.headers().get(header::ACCEPT));
                 let query = req.uri().query().map(str::to_string);
-                let body = self.read_body(req, max_body).await?;
+                let websocket =
+                    target.handler == HandlerKind::Stream && upstream::is_websocket(req.headers());
+                // A WebSocket upgrade has no body: its request is the query.
+                let (body, upgrade) = if websocket {
+                    (Bytes::new(), Some(req))
+                } else {
+                    (self.read_body(req, max_body).await?, None)
+                };
                 let request = super::request_json::build(
                     &body,
                     query.as_deref(),
@@ -286,7 +293,9 @@ impl Shared {
                     request,
                     options,
                 };
-                if target.handler == HandlerKind::Stream {
+                if let Some(req) = upgrade {
+                    websocket::stream(req, &target, &endpoint, call)
+                } else if target.handler == HandlerKind::Stream {
                     call::stream(&target, &endpoint, call, format).await
                 } else {
                     call::unary(&target, &endpoint, call).await
