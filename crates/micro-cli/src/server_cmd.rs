@@ -20,6 +20,7 @@ use micro::options::{BrokerArgs, PartialOptions, RegistryArgs, ServiceOptions};
 use micro::registry::Ownership;
 use micro::wrapper::auth::Auth;
 use micro::wrapper::{Settings, WrapperContext};
+use micro_cli::api::routes::RoutesWatcher;
 use micro_cli::api::target::Cors;
 use micro_cli::api::{Gateway, GatewayOptions};
 use micro_cli::proxy::store::ConfigDb;
@@ -176,6 +177,11 @@ pub struct ApiArgs {
     )]
     address: String,
 
+    /// A routes file (YAML or TOML) routing paths to services, endpoints and
+    /// handlers; reloaded when it changes (see docs/api.md)
+    #[arg(long, env = "MICRO_API_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
     #[command(flatten)]
     gateway: GatewayArgs,
 
@@ -208,6 +214,11 @@ pub struct ServerArgs {
         value_parser = micro::options::parse_address
     )]
     web_address: String,
+
+    /// The API gateway's routes file (YAML or TOML; see docs/api.md), reloaded
+    /// when it changes
+    #[arg(long, env = "MICRO_API_CONFIG", value_name = "FILE")]
+    api_config: Option<PathBuf>,
 
     #[command(flatten)]
     proxy: ProxyPartArgs,
@@ -253,9 +264,9 @@ impl Prepared {
         )
     }
 
-    /// The API gateway over these engines; with the `auth` wrapper on, its
-    /// settings check every gateway request too.
-    fn gateway(&self, args: &GatewayArgs) -> anyhow::Result<Gateway> {
+    /// The API gateway over these engines, routing by `routes` (a file) if given;
+    /// with the `auth` wrapper on, its settings check every gateway request too.
+    fn gateway(&self, args: &GatewayArgs, routes: Option<&PathBuf>) -> anyhow::Result<Gateway> {
         let client = micro::Client::builder()
             .registry(self.registry.clone())
             .request_timeout(self.options.client_request_timeout)
@@ -269,6 +280,15 @@ impl Prepared {
         );
         if self.options.wrappers.iter().any(|w| w.trim() == "auth") {
             gateway = gateway.auth(Arc::new(Auth::from_settings(&self.options.wrapper)?));
+        }
+        if let Some(file) = routes {
+            let watcher = RoutesWatcher::start(file)?;
+            tracing::info!(
+                file = %file.display(),
+                routes = watcher.current().len(),
+                "routes loaded; the file is watched for changes"
+            );
+            gateway = gateway.routes(watcher);
         }
         if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
             gateway = gateway.tls(micro_cli::api::tls::acceptor(cert, key)?);
@@ -364,7 +384,7 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 /// `micro api`: serves the API gateway until SIGINT / SIGTERM.
 pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let prepared = args.run.prepare(&[("--address", &args.address)])?;
-    let gateway = prepared.gateway(&args.gateway)?;
+    let gateway = prepared.gateway(&args.gateway, args.config.as_ref())?;
     let listener = listen("api", "--address", &args.address).await?;
     let stop = stop_on_signal();
     let served = gateway.serve(listener, stopped(stop)).await;
@@ -383,7 +403,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         ("--web_address", &args.web_address),
     ])?;
     let proxy = prepared.proxy(&args.proxy)?;
-    let gateway = prepared.gateway(&args.gateway)?;
+    let gateway = prepared.gateway(&args.gateway, args.api_config.as_ref())?;
     let proxy_listener = listen("proxy", "--proxy_address", proxy_address).await?;
     let api = listen("api", "--api_address", &args.api_address).await?;
     let web = listen("web", "--web_address", &args.web_address).await?;

@@ -132,6 +132,14 @@ impl Gateway {
         }
     }
 
+    /// Routes by a routes file (hot-reloaded by `watcher`) before zero-config.
+    pub fn routes(mut self, watcher: routes::RoutesWatcher) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("routes are set before the gateway is shared")
+            .routes = Some(watcher);
+        self
+    }
+
     /// Serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with `acceptor`, made by
     /// [`tls::acceptor`] from certificate files.
     pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {

@@ -24,8 +24,10 @@ use super::call::{self, Call, StreamFormat};
 use super::catalog::Catalog;
 use super::limits::RouteLimits;
 use super::metrics::Metrics;
+use super::openapi::{self, RoutedEndpoint};
 use super::reply::{self, Body};
 use super::resolve::{self, ID};
+use super::routes::{RouteMatch, RouteRequest, Routes, RoutesWatcher};
 use super::target::{HandlerKind, Policy, Target};
 use super::{compress, cors, event, upstream, websocket, GatewayOptions};
 
@@ -39,6 +41,7 @@ pub struct Shared {
     pub(super) broker: Arc<dyn Broker>,
     pub(super) catalog: Catalog,
     pub(super) auth: Option<Arc<Auth>>,
+    pub(super) routes: Option<RoutesWatcher>,
     metrics: Metrics,
     limits: RouteLimits,
     upstream: upstream::UpstreamClient,
@@ -53,6 +56,30 @@ impl std::fmt::Debug for Shared {
             .field("auth", &self.auth.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Shared::dispatch`] answers.
+type DispatchResult = Result<(Response<Body>, Option<Routed>), (Error, Option<Routed>)>;
+
+/// Where a routes-file route sends a request: target, policy, the service's
+/// records and the metrics label.
+type RoutedTo = (
+    Target,
+    Arc<Policy>,
+    Arc<Vec<micro::registry::Service>>,
+    String,
+);
+
+/// What the routes file says about a request.
+enum ByFile {
+    /// A route takes it.
+    To(RoutedTo),
+    /// No route does, and the file falls back to zero-config routing.
+    ZeroConfig,
+    /// The answer is known already (405 with `Allow`, or a route's preflight).
+    Answered(Response<Body>, Option<Routed>),
+    /// An error answer (404 without fallback, or the registry failed).
+    Failed(Error),
 }
 
 /// Where a request was routed, for the answer's decoration, metrics and the log.
@@ -79,6 +106,7 @@ impl Shared {
             broker,
             catalog: Catalog::new(registry),
             auth: None,
+            routes: None,
             metrics: Metrics::default(),
             limits: RouteLimits::default(),
             upstream: upstream::client(),
@@ -136,11 +164,7 @@ impl Shared {
 
     /// Routes and serves a request; an error carries where it was routed, if it got
     /// that far.
-    async fn dispatch(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Result<(Response<Body>, Option<Routed>), (Error, Option<Routed>)> {
+    async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> DispatchResult {
         let unrouted = |e: Error| (e, None);
         check_head(&req, &self.options).map_err(unrouted)?;
         let path = req.uri().path();
@@ -169,22 +193,41 @@ impl Shared {
             }
             _ => {}
         }
-        if cors::is_preflight(req.method(), req.headers()) {
-            return Ok((
-                cors::preflight(self.default_policy.cors.as_ref(), req.headers()),
-                None,
-            ));
+        if let (&Method::GET, "/openapi.json") = (req.method(), path) {
+            return Ok((self.openapi().await.map_err(unrouted)?, None));
         }
-        let (target, policy, records) = self.zero_config(&req).await.map_err(unrouted)?;
+        let preflight = cors::is_preflight(req.method(), req.headers());
+        let by_file = match &self.routes {
+            Some(watcher) => self.route_by_file(&watcher.current(), &req).await,
+            None => ByFile::ZeroConfig,
+        };
+        let (target, policy, records, label) = match by_file {
+            ByFile::Answered(rsp, routed) => return Ok((rsp, routed)),
+            ByFile::Failed(e) => return Err((e, None)),
+            ByFile::To(routed) => routed,
+            ByFile::ZeroConfig if preflight => {
+                let policy = self.fallback_policy();
+                return Ok((cors::preflight(policy.cors.as_ref(), req.headers()), None));
+            }
+            ByFile::ZeroConfig => {
+                let (target, policy, records) = self.zero_config(&req).await.map_err(unrouted)?;
+                let label = format!(
+                    "{} {}",
+                    target.service,
+                    target.endpoint.as_deref().unwrap_or("")
+                );
+                (target, policy, records, label)
+            }
+        };
         let routed = Routed {
-            label: format!(
-                "{} {}",
-                target.service,
-                target.endpoint.as_deref().unwrap_or("")
-            ),
+            label,
             handler: target.handler.name(),
             policy: policy.clone(),
         };
+        if preflight {
+            let rsp = cors::preflight(policy.cors.as_ref(), req.headers());
+            return Ok((rsp, Some(routed)));
+        }
         match self
             .serve(req, peer, target, &policy, &records, &routed.label)
             .await
@@ -192,6 +235,120 @@ impl Shared {
             Ok(rsp) => Ok((rsp, Some(routed))),
             Err(e) => Err((e, Some(routed))),
         }
+    }
+
+    /// Routing by the routes file.
+    async fn route_by_file(&self, routes: &Routes, req: &Request<Incoming>) -> ByFile {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let request = RouteRequest {
+            method: req.method(),
+            host,
+            path: req.uri().path(),
+            headers: req.headers(),
+        };
+        match routes.find(&request, random_u32()) {
+            RouteMatch::Found(matched) => {
+                let mut target = matched.target;
+                let records = if target.service.is_empty() {
+                    Arc::new(Vec::new())
+                } else {
+                    match self.catalog.service(&target.service).await {
+                        Ok(records) => records,
+                        Err(e) => return ByFile::Failed(e),
+                    }
+                };
+                // An rpc route to an endpoint that streams is served as a stream.
+                if target.handler == HandlerKind::Rpc
+                    && target
+                        .endpoint
+                        .as_deref()
+                        .is_some_and(|e| call::streams(&records, e))
+                {
+                    target.handler = HandlerKind::Stream;
+                }
+                ByFile::To((target, matched.policy, records, matched.route.to_string()))
+            }
+            RouteMatch::MethodNotAllowed {
+                allow,
+                route,
+                policy,
+            } => {
+                let routed = Routed {
+                    label: route.to_string(),
+                    handler: "none",
+                    policy: policy.clone(),
+                };
+                if cors::is_preflight(req.method(), req.headers()) {
+                    let rsp = cors::preflight(policy.cors.as_ref(), req.headers());
+                    return ByFile::Answered(rsp, Some(routed));
+                }
+                let allowed: Vec<&str> = allow.iter().map(Method::as_str).collect();
+                let e = Error::method_not_allowed(
+                    ID,
+                    format!(
+                        "{} {}: the route {route} takes {}",
+                        req.method(),
+                        req.uri().path(),
+                        allowed.join(", ")
+                    ),
+                );
+                let mut rsp = reply::error(&e);
+                if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                    rsp.headers_mut().insert(header::ALLOW, v);
+                }
+                ByFile::Answered(rsp, Some(routed))
+            }
+            RouteMatch::Unrouted if routes.fallback_zero_config() => ByFile::ZeroConfig,
+            RouteMatch::Unrouted => ByFile::Failed(Error::not_found(
+                ID,
+                format!(
+                    "no route of {} matches {} {} (and its fallback is none)",
+                    routes.file(),
+                    req.method(),
+                    req.uri().path()
+                ),
+            )),
+        }
+    }
+
+    /// The policy of requests no route takes: the routes file's defaults, with the
+    /// gateway's own CORS setting where the file sets none.
+    fn fallback_policy(&self) -> Arc<Policy> {
+        let Some(watcher) = &self.routes else {
+            return self.default_policy.clone();
+        };
+        let defaults = watcher.current().defaults().clone();
+        if defaults.cors.is_some() || self.default_policy.cors.is_none() {
+            return defaults;
+        }
+        Arc::new(Policy {
+            cors: self.default_policy.cors.clone(),
+            ..Policy::clone(&defaults)
+        })
+    }
+
+    /// `GET /openapi.json`: every routed endpoint, from the registry as it is now.
+    async fn openapi(&self) -> Result<Response<Body>, Error> {
+        let services = self.catalog.all().await?;
+        let routed: Vec<RoutedEndpoint> = match &self.routes {
+            Some(watcher) => watcher
+                .current()
+                .rpc_routes()
+                .map(|r| RoutedEndpoint {
+                    path: r.pattern.to_string(),
+                    methods: r.methods.to_vec(),
+                    service: r.service,
+                    endpoint: r.endpoint,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let doc = openapi::document(&services, self.options.namespace.as_deref(), &routed);
+        Ok(reply::json(StatusCode::OK, doc.to_string()))
     }
 
     /// Zero-config routing: the path names the service and endpoint.
@@ -237,7 +394,7 @@ impl Shared {
             endpoint: Some(endpoint),
             ..Target::default()
         };
-        Ok((target, self.default_policy.clone(), records))
+        Ok((target, self.fallback_policy(), records))
     }
 
     /// Auth, rate limit, then the target's handler.
@@ -500,4 +657,12 @@ async fn gzip_whole(rsp: Response<Body>) -> Response<Body> {
         Some(zipped) => Response::from_parts(parts, reply::full(zipped)),
         None => Response::from_parts(parts, reply::full(bytes)),
     }
+}
+
+/// A uniformly random number for a route's weighted (canary) choice.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish() as u32
 }
