@@ -130,8 +130,14 @@ pub fn document(services: &[Service], namespace: Option<&str>, routes: &[RoutedE
 
     // Routes first: the routes file takes precedence over zero-config paths.
     let mut routes: Vec<&RoutedEndpoint> = routes.iter().collect();
-    routes.sort_by(|a, b| {
-        (&a.path, &a.service, &a.endpoint).cmp(&(&b.path, &b.service, &b.endpoint))
+    routes.sort_by_cached_key(|r| {
+        let methods: Vec<&str> = r.methods.iter().map(Method::as_str).collect();
+        (
+            r.path.clone(),
+            r.service.clone(),
+            r.endpoint.clone(),
+            methods.join(","),
+        )
     });
     for route in routes {
         let versions = by_name.get(route.service.as_str());
@@ -219,6 +225,11 @@ impl Merged {
         }
     }
 
+    /// Whether the gateway answers with a stream (as `api::call::streams` decides).
+    fn streams(&self) -> bool {
+        matches!(self.stream.as_str(), "server" | "bidi" | "true")
+    }
+
     /// The field schema of a path parameter: the request field's when it is a
     /// scalar, else a string.
     fn path_param(&self, name: &str) -> (Value, Option<Value>) {
@@ -226,7 +237,7 @@ impl Merged {
             .fields
             .iter()
             .flatten()
-            .find(|(n, _, _)| n == name)
+            .find(|(n, s, _)| n == name && is_scalar(s))
             .map(|(_, s, _)| s.clone());
         match field {
             Some(schema) => split_description(schema),
@@ -360,10 +371,16 @@ impl Doc {
 
     /// The operations of a routes-file route.
     fn route(&mut self, route: &RoutedEndpoint, merged: &Merged) {
-        let path = if route.path.starts_with('/') {
-            route.path.clone()
+        // `{rest*}` (the rest of the path) is a plain parameter in OpenAPI.
+        let rest: Vec<String> = path_params(&route.path)
+            .into_iter()
+            .filter_map(|p| p.strip_suffix('*').map(str::to_string))
+            .collect();
+        let path = route.path.replace("*}", "}");
+        let path = if path.starts_with('/') {
+            path
         } else {
-            format!("/{}", route.path)
+            format!("/{path}")
         };
         let shape = shape_of(&path);
         if self.shapes.get(&shape).is_some_and(|p| *p != path) {
@@ -402,9 +419,13 @@ impl Doc {
                 .iter()
                 .map(|name| {
                     let (schema, description) = merged.path_param(name);
-                    let description = description.unwrap_or_else(|| {
-                        Value::String(format!("Fills the request field `{name}`."))
-                    });
+                    let mut description = match description {
+                        Some(Value::String(d)) => d,
+                        _ => format!("Fills the request field `{name}`."),
+                    };
+                    if rest.contains(name) {
+                        description.push_str(" The rest of the path: any number of segments.");
+                    }
                     json!({
                         "name": name,
                         "in": "path",
@@ -417,12 +438,11 @@ impl Doc {
             if !with_body {
                 parameters.extend(query_params(merged, &params));
             }
-            let body = with_body.then_some(params.is_empty());
             let description = format!(
                 "Routed by the routes file: calls `{}` of the service `{}`.",
                 merged.endpoint, merged.service
             );
-            let operation = self.operation(merged, id, description, parameters, body);
+            let operation = self.operation(merged, id, description, parameters, with_body);
             self.add(&path, &shape, &method, operation);
         }
     }
@@ -440,13 +460,7 @@ impl Doc {
             merged.service,
             merged.versions.join(", ")
         );
-        let post = self.operation(
-            merged,
-            base.clone(),
-            description.clone(),
-            Vec::new(),
-            Some(true),
-        );
+        let post = self.operation(merged, base.clone(), description.clone(), Vec::new(), true);
         self.add(path, &shape, "post", post);
         if merged.fields.is_some() {
             let description = format!("{description} The request fields are query parameters.");
@@ -455,7 +469,7 @@ impl Doc {
                 format!("{base}.get"),
                 description,
                 query_params(merged, &[]),
-                None,
+                false,
             );
             self.add(path, &shape, "get", get);
         }
@@ -477,15 +491,15 @@ impl Doc {
         self.shapes.insert(shape.to_string(), path.to_string());
     }
 
-    /// One operation; `body` is whether the request body is required, `None` for
-    /// no body.
+    /// One operation; `body` is whether it takes a request body (never required:
+    /// the gateway reads an empty body as the query, or `{}`).
     fn operation(
         &self,
         merged: &Merged,
         id: String,
         description: String,
         parameters: Vec<Value>,
-        body: Option<bool>,
+        body: bool,
     ) -> Value {
         let mut id = id;
         if self.operation_ids.contains(&id) {
@@ -502,38 +516,47 @@ impl Doc {
         operation.insert("summary".into(), Value::String(merged.endpoint.clone()));
         let mut description = description;
         match merged.stream.as_str() {
-            "" | "server" => {}
             "client" => description.push_str(
-                " A client-streaming endpoint: the gateway calls it over WebSocket only.",
+                " A client-streaming endpoint: an HTTP request carries one message of the stream.",
             ),
-            _ => description.push_str(
-                " A bidirectional-streaming endpoint: the gateway calls it over WebSocket only.",
+            "bidi" => description.push_str(
+                " A bidirectional-streaming endpoint: an HTTP request carries one message, and the answers come as a stream.",
             ),
+            _ => {}
         }
         operation.insert("description".into(), Value::String(description));
         if !parameters.is_empty() {
             operation.insert("parameters".into(), Value::Array(parameters));
         }
-        if let Some(required) = body {
+        if body {
             operation.insert(
                 "requestBody".into(),
                 json!({
                     "description": format!("The request message `{}` in JSON.", merged.request_name),
-                    "required": required,
+                    "required": false,
                     "content": {"application/json": {"schema": merged.request.clone()}},
                 }),
             );
         }
-        let ok = if merged.stream == "server" {
+        let ok = if merged.streams() {
+            // OpenAPI 3.1 cannot give the schema of one event: the stream is a string,
+            // and `x-micro-message` the schema of each message in it.
+            let stream = json!({
+                "schema": {"type": "string"},
+                "x-micro-message": merged.response.clone(),
+            });
             json!({
                 "description": format!(
-                    "A stream of `{}` messages as server-sent events: the `data` of each event is one message in JSON.",
+                    "A stream of `{}` messages in JSON: as server-sent events (the `data` of each \
+                     event is one message; a failure is an `error` event with the error JSON), or \
+                     one message per line when the request's `Accept` asks for \
+                     `application/x-ndjson`.",
                     merged.response_name
                 ),
-                "content": {"text/event-stream": {
-                    "schema": {"type": "string"},
-                    "x-micro-event-data": merged.response.clone(),
-                }},
+                "content": {
+                    "text/event-stream": stream.clone(),
+                    "application/x-ndjson": stream,
+                },
             })
         } else {
             json!({
@@ -848,7 +871,7 @@ fn flat_fields(schema: &Value) -> Option<Vec<(String, Value, bool)>> {
     let mut fields = Vec::new();
     if let Some(properties) = object.get("properties") {
         for (name, field) in properties.as_object()? {
-            if !is_scalar(field) {
+            if !is_scalar(field) && !is_scalar_list(field) {
                 return None;
             }
             fields.push((
@@ -890,6 +913,13 @@ fn is_scalar(schema: &Value) -> bool {
         }
         _ => false,
     }
+}
+
+/// A list of scalars: a repeated query parameter (`?tag=a&tag=b`).
+fn is_scalar_list(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("array")
+        && schema.get("items").is_some_and(is_scalar)
+        && schema.get("prefixItems").is_none()
 }
 
 /// A field schema without its description, and the description.
@@ -1130,7 +1160,7 @@ mod tests {
             post["requestBody"]["content"]["application/json"]["schema"],
             json!({"$ref": "#/components/schemas/greeter.HelloRequest"})
         );
-        assert_eq!(post["requestBody"]["required"], true);
+        assert_eq!(post["requestBody"]["required"], false);
         assert_eq!(
             post["responses"]["200"]["content"]["application/json"]["schema"],
             json!({"$ref": "#/components/schemas/greeter.HelloResponse"})
@@ -1174,7 +1204,7 @@ mod tests {
         assert!(ok.get("application/json").is_none());
         assert_eq!(ok["text/event-stream"]["schema"]["type"], "string");
         assert_eq!(
-            ok["text/event-stream"]["x-micro-event-data"]["$ref"],
+            ok["text/event-stream"]["x-micro-message"]["$ref"],
             "#/components/schemas/greeter.StreamResponse"
         );
         let params: Vec<&str> = doc["paths"]["/greeter/stream"]["get"]["parameters"]
@@ -1227,14 +1257,26 @@ mod tests {
             .collect();
         assert_eq!(tags, ["acme.greeter", "acme.v1.greeter"]);
 
-        // Without a namespace: version prefixes stay, names the gateway cannot
-        // reach by path (`other.greeter`) are left out.
+        // Without a namespace every service is in, dotted names as one segment.
         let doc = document(&services, None, &[]);
+        assert_well_formed(&doc);
         let paths: Vec<&String> = doc["paths"].as_object().expect("paths").keys().collect();
-        assert_eq!(paths, ["/greeter/hello"]);
+        assert_eq!(
+            paths,
+            [
+                "/acme.greeter/hello",
+                "/acme.v1.greeter/hello",
+                "/greeter/hello",
+                "/other.greeter/hello"
+            ]
+        );
         assert_eq!(
             doc["paths"]["/greeter/hello"]["post"]["x-micro-service"],
             "greeter"
+        );
+        assert_eq!(
+            doc["paths"]["/other.greeter/hello"]["post"]["operationId"],
+            "other.greeter.Greeter.Hello"
         );
     }
 
@@ -1298,6 +1340,7 @@ mod tests {
                 "Greeter.Stream",
             ),
             route("/odd", &[Method::CONNECT], "greeter", "Greeter.Hello"),
+            route("/legacy/{rest*}", &[Method::GET], "legacy", "Legacy.Get"),
         ];
         let doc = document(&[greeter()], None, &routes);
         assert_well_formed(&doc);
@@ -1322,8 +1365,10 @@ mod tests {
             "greeter.Greeter.Hello.route_post_hello_name"
         );
         assert_eq!(post["parameters"][0]["in"], "path");
-        // The path fills `name`: the body may be left out.
-        assert_eq!(post["requestBody"]["required"], false);
+        assert_eq!(
+            post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/greeter.HelloRequest"
+        );
         assert!(item.get("put").is_none());
         assert!(doc["paths"].get("/hello/{who}").is_none());
         assert!(doc["paths"].get("/odd").is_none());
@@ -1349,6 +1394,13 @@ mod tests {
             .iter()
             .any(|t| t["name"] == "users"));
 
+        let rest = &doc["paths"]["/legacy/{rest}"]["get"]["parameters"][0];
+        assert_eq!(rest["name"], "rest");
+        assert!(rest["description"]
+            .as_str()
+            .expect("description")
+            .contains("rest of the path"));
+
         let hello = &doc["paths"]["/greeter/hello"];
         assert_eq!(hello["post"]["x-micro-endpoint"], "Greeter.Stream");
         assert_eq!(hello["get"]["x-micro-endpoint"], "Greeter.Hello");
@@ -1372,13 +1424,20 @@ mod tests {
         assert!(talk["description"]
             .as_str()
             .expect("description")
-            .contains("WebSocket"));
+            .contains("bidirectional"));
+        let ok = &talk["responses"]["200"]["content"];
+        assert_eq!(ok["application/x-ndjson"]["schema"]["type"], "string");
+        assert_eq!(
+            ok["text/event-stream"]["x-micro-message"]["$ref"],
+            "#/components/schemas/chat.Line"
+        );
         assert!(doc["paths"].get("/chat/on-line").is_none());
         // One message type for request and response: one component.
         assert_eq!(
-            talk["requestBody"]["content"]["application/json"]["schema"],
-            talk["responses"]["200"]["content"]["application/json"]["schema"]
+            talk["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/chat.Line"
         );
+        assert!(doc["components"]["schemas"].get("chat.Line_2").is_none());
     }
 
     /// A schema with nested definitions, in both `$defs` and `definitions`, with
@@ -1549,6 +1608,32 @@ mod tests {
         assert!(doc["paths"]["/odd/nameless"]["get"]
             .get("parameters")
             .is_none());
+
+        // Lists of scalars are repeated query parameters; a nested object is no query.
+        let list = endpoint(
+            "Lists.Find",
+            json!({"title": "Find", "type": "object", "properties": {
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "limit": {"type": ["integer", "string"]},
+                "color": {"anyOf": [{"type": "string", "enum": ["RED"]}, {"type": "integer"}]},
+            }, "required": ["limit"]}),
+            json!({}),
+            "false",
+        );
+        let nested = endpoint(
+            "Lists.Nested",
+            json!({"type": "object", "properties": {"inner": {"type": "object"}}}),
+            json!({}),
+            "false",
+        );
+        let doc = document(&[service("lists", "1", vec![list, nested])], None, &[]);
+        assert_well_formed(&doc);
+        let params = &doc["paths"]["/lists/find"]["get"]["parameters"];
+        assert_eq!(params[0]["name"], "color");
+        assert_eq!(params[1]["name"], "limit");
+        assert_eq!(params[1]["required"], true);
+        assert_eq!(params[2]["schema"]["items"]["type"], "string");
+        assert!(doc["paths"]["/lists/nested"].get("get").is_none());
     }
 
     fn rich() -> (Vec<Service>, Vec<RoutedEndpoint>) {
@@ -1558,6 +1643,19 @@ mod tests {
         let services = vec![
             greeter(),
             v2,
+            service(
+                "lists",
+                "1",
+                vec![endpoint(
+                    "Lists.Find",
+                    json!({"title": "Find", "type": "object", "properties": {
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                        "limit": {"type": ["integer", "string"]},
+                    }}),
+                    json!({"title": "Found", "type": "object"}),
+                    "false",
+                )],
+            ),
             service(
                 "trees",
                 "latest",
@@ -1580,6 +1678,13 @@ mod tests {
             ),
         ];
         let routes = vec![
+            route(
+                "/files/{id}.json",
+                &[Method::GET],
+                "greeter",
+                "Greeter.Stream",
+            ),
+            route("/legacy/{rest*}", &[Method::GET], "legacy", "Legacy.Get"),
             route(
                 "/hello/{name}",
                 &[Method::GET, Method::POST],
