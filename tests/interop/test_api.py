@@ -245,3 +245,74 @@ def test_a_stream_over_websocket(server, greeter):
         with pytest.raises(ConnectionClosedError) as closed:
             ws.recv(timeout=WAIT)
         assert closed.value.rcvd.code == 1011
+
+
+def start_api(port, env=None, *extra):
+    import os  # noqa: PLC0415
+
+    return subprocess.Popen(
+        [str(TARGET / "micro"), "api", "--address", f"127.0.0.1:{port}", *extra],
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_slow_clients_time_out(greeter):
+    """A body that stops arriving gets 408 after the read timeout; a head that
+    never ends is cut off. Nothing else waits for them."""
+    port = free_port()
+    api = start_api(port, {"MICRO_SERVER_READ_TIMEOUT": "1s"})
+    try:
+        wait_for_port(port, api)
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"POST /greeter/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"na")
+            started = time.monotonic()
+            head = s.recv(4096).decode()
+        assert head.startswith("HTTP/1.1 408"), head
+        assert time.monotonic() - started < WAIT
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            assert s.recv(4096) == b"", "a head that never ends must be cut off"
+    finally:
+        api.terminate()
+        api.wait(timeout=15)
+
+
+def test_a_stop_finishes_requests_in_flight(tmp_path):
+    """SIGTERM while a call is running: the call still gets its answer, and the
+    gateway then exits 0."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    gport = free_port()
+    slow = subprocess.Popen(
+        [str(TARGET / "greeter"), "--server_address", f"127.0.0.1:{gport}"],
+        env={**os.environ, "MICRO_WRAPPERS": "chaos", "MICRO_WRAPPER_CHAOS_DELAY_PERCENT": "100",
+             "MICRO_WRAPPER_CHAOS_DELAY": "1s"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    port = free_port()
+    api = start_api(port)
+    try:
+        wait_for_port(gport, slow)
+        wait_for_port(port, api)
+        url = f"http://127.0.0.1:{port}/greeter/hello"
+        deadline = time.monotonic() + WAIT
+        while request(url, {"name": "warm"})[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        answer = {}
+        t = threading.Thread(target=lambda: answer.update(r=request(url, {"name": "late"})))
+        t.start()
+        time.sleep(0.4)
+        api.send_signal(signal.SIGTERM)
+        t.join(WAIT)
+        status, _, body = answer["r"]
+        assert status == 200 and json.loads(body) == {"message": "Hello late"}, body
+        assert api.wait(timeout=WAIT) == 0
+    finally:
+        for p in (api, slow):
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=15)

@@ -158,6 +158,11 @@ impl GatewayArgs {
                 ..Cors::default()
             }),
             drain_timeout: service.server_drain_timeout,
+            // MICRO_SERVER_READ_TIMEOUT bounds slow clients, as it does for services.
+            body_timeout: service.server_read_timeout,
+            header_timeout: service
+                .server_read_timeout
+                .min(GatewayOptions::default().header_timeout),
             ..GatewayOptions::default()
         }
     }
