@@ -1,7 +1,6 @@
 """`micro api` end to end: the gateway of a real `micro server` in front of a real
 greeter, driven with plain HTTP (urllib and curl), and docs/api.md executed."""
 
-import dataclasses
 import gzip
 import json
 import socket
@@ -145,24 +144,13 @@ def test_enable_rpc_cors_and_event_routes_by_flag(tmp_path, greeter):
 
 def test_api_doc_examples(server, greeter, tmp_path):
     """docs/api.md's `sh test` blocks, in order, against this test's gateway."""
-    from test_docs import blocks, require_curl, run_block  # noqa: PLC0415
+    from test_docs import require_curl, run_doc_against  # noqa: PLC0415
 
     require_curl()
     wait_routable(server)
-    doc = ROOT / "docs" / "api.md"
     work = tmp_path / "work"
     work.mkdir()
-
-    def local(b):
-        return dataclasses.replace(b, body=b.body.replace("127.0.0.1:8080", server.api))
-
-    n = 0
-    for block in blocks(doc):
-        if block.has("test"):
-            output = local(block.output) if block.output else None
-            run_block(doc, dataclasses.replace(local(block), output=output), work, server.api)
-            n += 1
-    assert n >= 5, f"only {n} executed blocks in {doc.name}"
+    run_doc_against(ROOT / "docs" / "api.md", "127.0.0.1:8080", server.api, work, minimum=5)
 
 
 def test_https_with_certificate_files(tmp_path, greeter):

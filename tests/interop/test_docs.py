@@ -194,6 +194,24 @@ def run_block(doc: Path, block: Block, cwd: Path, address: str, timeout=BLOCK_TI
     return proc.stdout
 
 
+def run_doc_against(doc: Path, doc_address: str, address: str, cwd: Path, minimum: int) -> None:
+    """Runs `doc`'s `sh test` blocks in order with `doc_address` (the default port
+    the doc shows, e.g. 127.0.0.1:8081) replaced by a test's own `address`, and
+    checks each one's `text output`; at least `minimum` blocks must run."""
+    import dataclasses  # noqa: PLC0415
+
+    def local(b):
+        return dataclasses.replace(b, body=b.body.replace(doc_address, address))
+
+    n = 0
+    for block in blocks(doc):
+        if block.has("test"):
+            output = local(block.output) if block.output else None
+            run_block(doc, dataclasses.replace(local(block), output=output), cwd, address)
+            n += 1
+    assert n >= minimum, f"only {n} executed blocks in {doc.name}"
+
+
 def run_tests(doc: Path, cwd: Path, address: str) -> int:
     """Runs every `test` block of `doc` in order; returns how many ran."""
     n = 0

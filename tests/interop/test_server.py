@@ -540,23 +540,10 @@ def test_http_client_stream_as_ndjson(api, server, greeter, channel):
 def test_server_doc_examples(api, server, greeter, channel, tmp_path):
     """docs/server.md's `sh test` blocks, in order, against this test's micro server
     (for 127.0.0.1:8081) and greeter."""
-    import dataclasses  # noqa: PLC0415
-
-    from test_docs import blocks, require_curl, run_block  # noqa: PLC0415
+    from test_docs import require_curl, run_doc_against  # noqa: PLC0415
 
     require_curl()
     wait_for_greeter(api, channel)
-    doc = ROOT / "docs" / "server.md"
     work = tmp_path / "work"
     work.mkdir()
-
-    def local(b):
-        return dataclasses.replace(b, body=b.body.replace("127.0.0.1:8081", server.address))
-
-    n = 0
-    for block in blocks(doc):
-        if block.has("test"):
-            output = local(block.output) if block.output else None
-            run_block(doc, dataclasses.replace(local(block), output=output), work, server.address)
-            n += 1
-    assert n >= 10, f"only {n} executed blocks in {doc.name}"
+    run_doc_against(ROOT / "docs" / "server.md", "127.0.0.1:8081", server.address, work, minimum=10)
