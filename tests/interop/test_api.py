@@ -304,3 +304,33 @@ def test_a_stop_finishes_requests_in_flight(tmp_path):
             if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=15)
+
+
+def test_namespace(tmp_path):
+    """--namespace acme: the service registered as acme.greeter answers at
+    /greeter/hello; a 404 names what was looked for."""
+    import os  # noqa: PLC0415
+
+    gport = free_port()
+    greeter = subprocess.Popen(
+        [str(TARGET / "greeter"), "--server_address", f"127.0.0.1:{gport}"],
+        env={**os.environ, "MICRO_SERVER_NAME": "acme.greeter"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    port = free_port()
+    api = start_api(port, None, "--namespace", "acme")
+    try:
+        wait_for_port(gport, greeter)
+        wait_for_port(port, api)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + WAIT
+        while (r := request(f"{base}/greeter/hello", {"name": "NS"}))[0] != 200:
+            assert time.monotonic() < deadline, r
+            time.sleep(0.1)
+        assert json.loads(r[2]) == {"message": "Hello NS"}
+        status, _, body = request(f"{base}/nope/hello", {})
+        assert status == 404 and '"acme.nope"' in json.loads(body)["detail"], body
+    finally:
+        for p in (api, greeter):
+            p.terminate()
+            p.wait(timeout=15)
