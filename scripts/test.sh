@@ -65,6 +65,9 @@ else
   .venv/bin/python -m pytest -q tests/interop
 fi
 
+step "Fuzzing the gateway's routes-file parser and path resolver (bounded)"
+FUZZ_SECONDS=20 ./scripts/fuzz.sh
+
 step "Client libraries: Python and TypeScript against real binaries"
 ./clients/python/test.sh -q
 ./clients/typescript/test.sh

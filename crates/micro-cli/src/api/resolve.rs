@@ -78,7 +78,9 @@ pub fn path_for(service: &str, endpoint: &str, namespace: Option<&str>) -> Optio
         }
     }
     let last = name.rsplit('.').next().unwrap_or(name);
-    if !same_name(handler, last) {
+    // The short form only when parsing it gives this very handler name back
+    // (`Mm.M` of service `mM` needs /mM/mm/m: /mM/m would read as `MM.M`).
+    if camel(last).as_deref() != Some(handler) {
         path.push('/');
         path.push_str(&kebab(handler));
     }
@@ -271,6 +273,10 @@ mod tests {
             path_for("other.greeter", "Greeter.Hello", Some("acme")),
             None
         );
+        // Found by the resolve_path fuzz target: a handler that differs from the
+        // service's name only in case keeps its own segment.
+        assert_eq!(path_for("mM", "Mm.M", None).as_deref(), Some("/mM/mm/m"));
+        assert_eq!(wanted("/mM/mm/m"), pair("mM", "Mm.M"));
         assert_eq!(
             path_for("go.micro.greeter", "Greeter.Hello", None).as_deref(),
             Some("/go.micro.greeter/hello")
