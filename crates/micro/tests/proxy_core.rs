@@ -546,6 +546,20 @@ async fn http_json_nodes_are_called_with_json_over_http() {
         .unwrap();
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 
+    // Pinned to its address (`micro call --address`, `micro health`): the registry
+    // record of that address says it speaks JSON over HTTP.
+    let pinned = opts.clone().address(record.nodes[0].address.clone());
+    let rsp = client
+        .call_json(
+            "greeter",
+            "Greeter.Hello",
+            &json!({"name": "Pinned"}),
+            &pinned,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp, json!({"message": "Hello Pinned"}));
+
     // Its error JSON comes back as the error.
     let err = client
         .call_json("greeter", "Greeter.Hello", &json!({"name": ""}), &opts)

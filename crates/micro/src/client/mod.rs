@@ -591,10 +591,22 @@ impl Client {
         picked: &mut Option<Selected>,
     ) -> Result<Arc<Node>, Error> {
         if let Some(address) = &opts.address {
-            return Ok(Arc::new(Node {
-                id: address.clone(),
-                address: address.clone(),
-                ..Default::default()
+            // The registry's record of the node at that address, if there is one,
+            // says how to speak to it (`protocol: http-json`); else gRPC.
+            let known = self
+                .inner
+                .selector
+                .select(target.service, SelectOptions::new().address(address))
+                .await
+                .ok()
+                .map(|selected| selected.node().clone())
+                .filter(|node| &node.address == address);
+            return Ok(known.unwrap_or_else(|| {
+                Arc::new(Node {
+                    id: address.clone(),
+                    address: address.clone(),
+                    ..Default::default()
+                })
             }));
         }
         if let Some(proxy) = &self.inner.proxy {

@@ -591,7 +591,12 @@ impl Shared {
         let strategy = self.config.strategy;
         let in_flight = strategy == Strategy::LeastOutstanding;
         let tried = opts.tried;
-        if mask.is_all() && opts.metadata.is_empty() && tried.is_empty() && now.is_none() {
+        if mask.is_all()
+            && opts.metadata.is_empty()
+            && opts.address.is_none()
+            && tried.is_empty()
+            && now.is_none()
+        {
             let i = strategy::pick(strategy, &entry.round_robin, slots, slots.len(), |_| true);
             return Ok(Selected::cached(snap, i, in_flight));
         }
@@ -600,6 +605,7 @@ impl Shared {
         let tier = |slot: &Slot, tier: u8| {
             mask.allows(slot.version)
                 && filter::metadata_matches(&slot.node, opts.metadata)
+                && opts.address.is_none_or(|a| slot.node.address == a)
                 && (tier >= 3 || !tried.iter().any(|t| *t == slot.node.id))
                 && (tier >= 2 || now.is_none_or(|now| !slot.stats.backed_off(now)))
         };

@@ -98,6 +98,7 @@ pub struct SelectOptions<'a> {
     version: Option<&'a str>,
     metadata: &'a [(String, String)],
     endpoint: Option<&'a str>,
+    address: Option<&'a str>,
 }
 
 impl<'a> SelectOptions<'a> {
@@ -131,6 +132,18 @@ impl<'a> SelectOptions<'a> {
     pub fn endpoint(mut self, endpoint: &'a str) -> Self {
         self.endpoint = Some(endpoint);
         self
+    }
+
+    /// Only the node at this address (`host:port`): how a call pinned to an
+    /// address finds that node's registry record (and so its protocol).
+    pub fn address(mut self, address: &'a str) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// The address filter.
+    pub fn get_address(&self) -> Option<&'a str> {
+        self.address
     }
 
     /// The node ids already tried.
