@@ -110,6 +110,9 @@ pub(crate) type Http1Sender = hyper::client::conn::http1::SendRequest<Full<bytes
 /// Idle connections kept per `http-json` node.
 const HTTP1_IDLE_PER_NODE: usize = 8;
 
+/// Deadlines further away than this are not sent to `http-json` nodes.
+const NO_TIMEOUT_BEYOND: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The node metadata `protocol` of nodes that speak only JSON over HTTP/1.1.
 pub const HTTP_JSON: &str = "http-json";
 
@@ -234,8 +237,13 @@ impl Transport {
             headers.insert("micro-endpoint", v);
         }
         let remaining = attempt.deadline.saturating_duration_since(Instant::now());
-        if let Ok(v) = HeaderValue::from_str(&format!("{}ms", remaining.as_millis().max(1))) {
-            headers.insert("timeout", v);
+        // A stream with no deadline of its own runs under a year-long one; telling
+        // the node that (31535999999ms) only overflows its timers (JavaScript's
+        // are 32-bit): beyond a day, send no timeout at all.
+        if remaining <= NO_TIMEOUT_BEYOND {
+            if let Ok(v) = HeaderValue::from_str(&format!("{}ms", remaining.as_millis().max(1))) {
+                headers.insert("timeout", v);
+            }
         }
         if let Some(from) = &self.0.from_service {
             if !headers.contains_key("micro-from-service") {
