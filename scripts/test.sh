@@ -78,5 +78,9 @@ cargo run --quiet -p bench-registry -- --smoke
 cargo run --quiet -p bench-broker -- --smoke
 cargo run --quiet -p bench-wrappers -- --smoke
 cargo run --quiet -p bench-proxy -- --smoke
+# The gateway bench drives the real binaries with wrk, against Debian's nginx.
+bench/gateway/install.sh
+cargo build --quiet -p micro-cli -p greeter -p bench-gateway
+cargo run --quiet -p bench-gateway -- --smoke
 
 step "All tests passed"
