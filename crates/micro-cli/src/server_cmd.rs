@@ -276,6 +276,9 @@ impl Prepared {
             .registry(self.registry.clone())
             .request_timeout(self.options.client_request_timeout)
             .max_body(self.options.server_max_body)
+            .pool_size(self.options.client_pool_size)
+            // HTTP/1.1 JSON in, HTTP/1.1 JSON out: see bench/gateway/README.md.
+            .json_over_http1(true)
             .build();
         let mut gateway = Gateway::new(
             client,

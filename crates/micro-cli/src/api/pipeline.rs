@@ -128,14 +128,18 @@ impl Shared {
         }
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let request_headers = req.headers().clone();
-        let wants_gzip = compress::accepts_gzip(&request_headers);
+        // Only what the answer's decoration needs, not a copy of every header.
+        let mut origin = http::HeaderMap::new();
+        if let Some(o) = req.headers().get(header::ORIGIN) {
+            origin.insert(header::ORIGIN, o.clone());
+        }
+        let wants_gzip = compress::accepts_gzip(req.headers());
         let (mut rsp, routed) = match self.dispatch(req, peer).await {
             Ok(answer) => answer,
             Err((e, routed)) => (reply::error(&e), routed),
         };
         let policy = routed.as_ref().map_or(&self.default_policy, |r| &r.policy);
-        cors::decorate(policy.cors.as_ref(), &request_headers, &mut rsp);
+        cors::decorate(policy.cors.as_ref(), &origin, &mut rsp);
         if wants_gzip {
             rsp = gzip_whole(rsp).await;
         }

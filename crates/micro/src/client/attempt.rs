@@ -102,13 +102,16 @@ pub(crate) struct TransportInner {
     pub(crate) dial_timeout: std::time::Duration,
     /// Idle HTTP/1.1 connections to `http-json` nodes, by address.
     pub(crate) http1_idle: std::sync::Mutex<HashMap<String, Vec<Http1Sender>>>,
+    /// Unary JSON calls to micro services go over HTTP/1.1 too
+    /// ([`ClientBuilder::json_over_http1`](super::ClientBuilder::json_over_http1)).
+    pub(crate) json_over_http1: bool,
 }
 
 /// A connection to an `http-json` node.
 pub(crate) type Http1Sender = hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>;
 
 /// Idle connections kept per `http-json` node.
-const HTTP1_IDLE_PER_NODE: usize = 8;
+const HTTP1_IDLE_PER_NODE: usize = 64;
 
 /// Deadlines further away than this are not sent to `http-json` nodes.
 const NO_TIMEOUT_BEYOND: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -171,7 +174,14 @@ impl Transport {
     }
 
     pub(crate) async fn attempt(&self, attempt: Attempt) -> Result<RawReply, Error> {
-        if attempt.node.metadata.get("protocol").map(String::as_str) == Some(HTTP_JSON) {
+        let protocol = attempt.node.metadata.get("protocol").map(String::as_str);
+        // A micro service (`grpc+json`) also takes JSON over HTTP/1.1 on its port.
+        let unary_json = attempt.format == Format::Json && !attempt.streams;
+        if protocol == Some(HTTP_JSON)
+            || (self.0.json_over_http1
+                && unary_json
+                && protocol == Some(crate::registry::PROTOCOL_GRPC))
+        {
             return self.attempt_http_json(attempt).await;
         }
         let node = attempt.node.clone();

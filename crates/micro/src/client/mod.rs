@@ -151,6 +151,7 @@ pub struct ClientBuilder {
     max_body: usize,
     wrappers: Vec<CallWrapper>,
     proxy: Option<String>,
+    json_over_http1: bool,
 }
 
 impl ClientBuilder {
@@ -242,6 +243,15 @@ impl ClientBuilder {
         self.max_body = bytes;
         self
     }
+    /// Sends unary JSON calls to micro services as JSON over HTTP/1.1 (`POST /`
+    /// with `Micro-Endpoint`, pooled keep-alive connections) instead of gRPC over
+    /// one HTTP/2 connection. For a gateway that takes HTTP/1.1 JSON in: no
+    /// framing, no hand-off to an HTTP/2 connection task, and the service parses
+    /// plain JSON. Streams still go over gRPC.
+    pub fn json_over_http1(mut self, on: bool) -> Self {
+        self.json_over_http1 = on;
+        self
+    }
     /// Sends every call to the micro proxy at `address` (`host:port`, what
     /// `MICRO_PROXY` sets) with the header `micro-service: <service>`; the proxy
     /// finds the service and picks its node. Calls with a pinned
@@ -271,6 +281,7 @@ impl ClientBuilder {
             max_body: self.max_body,
             dial_timeout: self.dial_timeout,
             http1_idle: Default::default(),
+            json_over_http1: self.json_over_http1,
         }));
         let proxy = self.proxy.map(|address| {
             Arc::new(Node {
@@ -318,6 +329,7 @@ impl Client {
             max_body: crate::server::DEFAULT_MAX_BODY,
             wrappers: Vec::new(),
             proxy: None,
+            json_over_http1: false,
         }
     }
 
