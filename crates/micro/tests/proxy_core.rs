@@ -628,3 +628,52 @@ async fn handler_wrappers_guard_the_fallback_too() {
     assert_eq!((status, body.as_str()), (200, r#""Greeter.Hello""#));
     server.stop().await;
 }
+
+/// `ClientBuilder::json_over_http1`: a unary JSON call to a micro service node
+/// (`protocol: grpc+json`) goes as JSON over HTTP/1.1; without the option, and for
+/// protobuf, it is gRPC (which this HTTP/1.1-only node cannot answer).
+#[tokio::test]
+async fn json_over_http1_sends_unary_json_calls_as_http1() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let address = http_json_node_counting(seen.clone(), connections).await;
+    let registry = Arc::new(MemoryRegistry::new());
+    let record = Service {
+        name: "greeter".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "greeter-1".into(),
+            address,
+            metadata: [("protocol".to_string(), "grpc+json".to_string())].into(),
+        }],
+        ..Default::default()
+    };
+    registry
+        .register(&record, Default::default())
+        .await
+        .unwrap();
+    let opts = CallOptions::default()
+        .timeout(std::time::Duration::from_secs(2))
+        .retries(0);
+    let http1 = Client::builder()
+        .registry(registry.clone())
+        .json_over_http1(true)
+        .build();
+    let rsp = http1
+        .call_json("greeter", "Greeter.Hello", &json!({"name": "H1"}), &opts)
+        .await
+        .unwrap();
+    assert_eq!(rsp, json!({"message": "Hello H1"}));
+    let request = seen.lock().unwrap()[0].clone();
+    assert_eq!(request.headers["micro-endpoint"], "Greeter.Hello");
+    assert_eq!(request.body, json!({"name": "H1"}));
+
+    // The default client speaks gRPC to it: the HTTP/1.1-only node cannot answer.
+    let grpc = Client::builder().registry(registry).build();
+    let err = grpc
+        .call_json("greeter", "Greeter.Hello", &json!({"name": "H2"}), &opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 503, "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
