@@ -69,8 +69,10 @@ step "Fuzzing the gateway's routes-file parser and path resolver (bounded)"
 FUZZ_SECONDS=20 ./scripts/fuzz.sh
 
 step "Client libraries: Python and TypeScript against real binaries"
-./clients/python/test.sh -q
+# TypeScript first: its npm install is what the Python suite's cross-language test
+# (a Python subscriber receiving what the TypeScript client publishes) runs.
 ./clients/typescript/test.sh
+./clients/python/test.sh -q
 
 step "Benchmark smoke run (correctness of the bench harness, not a measurement)"
 cargo run --quiet -p bench-rpc -- --smoke
