@@ -233,3 +233,12 @@ impl Gateway {
         Ok(())
     }
 }
+
+/// A uniformly random number: for a route's weighted (canary) choice and the
+/// node of an `http`/`web` route. Each `RandomState` hashes with keys of its own.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish() as u32
+}

@@ -254,7 +254,7 @@ impl Shared {
             path: req.uri().path(),
             headers: req.headers(),
         };
-        match routes.find(&request, random_u32()) {
+        match routes.find(&request, super::random_u32()) {
             RouteMatch::Found(matched) => {
                 let mut target = matched.target;
                 let records = if target.service.is_empty() {
@@ -661,12 +661,4 @@ async fn gzip_whole(rsp: Response<Body>) -> Response<Body> {
         Some(zipped) => Response::from_parts(parts, reply::full(zipped)),
         None => Response::from_parts(parts, reply::full(bytes)),
     }
-}
-
-/// A uniformly random number for a route's weighted (canary) choice.
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    h.finish() as u32
 }

@@ -56,15 +56,8 @@ fn pick_node(records: &[Service], target: &Target) -> Result<String, Error> {
             ),
         ));
     }
-    let i = rand_index(nodes.len());
+    let i = super::random_u32() as usize % nodes.len();
     Ok(nodes[i].to_string())
-}
-
-fn rand_index(n: usize) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(n);
-    (h.finish() as usize) % n
 }
 
 /// The request to the node: path (the route's `rewrite`, else the request's),
