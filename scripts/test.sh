@@ -3,7 +3,8 @@
 # need (Python packages for the interop tests; protoc comes vendored with
 # micro-build), then lints, builds the workspace once, and runs the Rust suites
 # (cargo-nextest, in parallel), the doc tests, the Python interop tests against
-# real binaries, and a short smoke run of the benchmarks.
+# real binaries, the cluster tests (several hosts under faults), and a short smoke
+# run of the benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ fi
 step "nats-server for the NATS broker tests (Debian's package)"
 ./scripts/nats-server.sh
 
-step "etcd for the etcd config tests (Debian's etcd-server)"
+step "etcd for the etcd registry, config and cluster tests (Debian's etcd-server)"
 ./scripts/etcd-server.sh
 
 step "Python packages for the interop tests (.venv)"
@@ -65,6 +66,20 @@ else
   .venv/bin/python -m pytest -q tests/interop
 fi
 
+step "Cluster tests: etcd, NATS, micro api and greeters on several hosts, under faults"
+# tests/cluster builds its hosts as network namespaces joined by a bridge (root;
+# loopback addresses otherwise), runs a 3-member etcd cluster, nats-server with
+# JetStream, micro api and greeter nodes, and kills, restarts and partitions them
+# under load (about 75 s). Inside a private network namespace where the machine
+# allows it, like the interop tests: its bridge then lives there too. It needs the
+# debug `micro` and `greeter` built above; the summary table is printed at the end
+# and written to target/cluster/summary.md.
+if unshare --net true 2>/dev/null; then
+  unshare --net sh -c 'ip link set lo up && exec .venv/bin/python -m pytest -q -rxX tests/cluster'
+else
+  .venv/bin/python -m pytest -q -rxX tests/cluster
+fi
+
 step "Fuzzing the gateway's routes-file parser and path resolver (bounded)"
 FUZZ_SECONDS=20 ./scripts/fuzz.sh
 
@@ -80,6 +95,8 @@ cargo run --quiet -p bench-registry -- --smoke
 cargo run --quiet -p bench-broker -- --smoke
 cargo run --quiet -p bench-wrappers -- --smoke
 cargo run --quiet -p bench-proxy -- --smoke
+# Hosts and a 3-member etcd cluster from tests/cluster/harness.py (python3).
+cargo run --quiet -p bench-registry-etcd -- --smoke
 # The gateway bench drives the real binaries with wrk, against Debian's nginx.
 bench/gateway/install.sh
 cargo build --quiet -p micro-cli -p greeter -p bench-gateway

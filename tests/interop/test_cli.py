@@ -178,9 +178,10 @@ def test_command_help_lists_every_option(command):
 
 
 def test_unknown_registry_is_refused(greeter):
-    out = micro(*HELLO, '{"name":"John"}', "--address", greeter.address, env={"MICRO_REGISTRY": "etcd"})
+    out = micro(*HELLO, '{"name":"John"}', "--address", greeter.address, env={"MICRO_REGISTRY": "consul"})
     assert out.returncode != 0
     assert "unknown registry" in out.stderr
+    assert "etcd" in out.stderr  # the names this build knows
 
 
 def test_call_on_a_streaming_endpoint_points_to_micro_stream(greeter):

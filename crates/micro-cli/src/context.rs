@@ -57,9 +57,8 @@ impl Common {
                 Ownership::Detached,
             )?);
         }
-        Ok(micro::registry::from_name(
-            &options.registry,
-            &options.registry_address,
+        Ok(micro::registry::from_options(
+            &options,
             Ownership::Detached,
         )?)
     }

@@ -346,11 +346,7 @@ impl RunArgs {
                  and this is one: choose its own broker (http, memory or nats)"
             );
         }
-        let registry = micro::registry::from_name(
-            &options.registry,
-            &options.registry_address,
-            Ownership::Process,
-        )?;
+        let registry = micro::registry::from_options(&options, Ownership::Process)?;
         let broker = micro::broker::from_name(
             options.broker.as_deref().unwrap_or(micro::broker::DEFAULT),
             &options.broker_address,

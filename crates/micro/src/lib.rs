@@ -29,6 +29,8 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod errors;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod metadata;
 pub mod options;
 pub mod proto;

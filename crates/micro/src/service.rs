@@ -392,11 +392,7 @@ impl ServiceBuilder {
         }
         let registry = match self.registry.take() {
             Some(r) => r,
-            None => registry::from_name(
-                &options.registry,
-                &options.registry_address,
-                registry::Ownership::Process,
-            )?,
+            None => registry::from_options(&options, registry::Ownership::Process)?,
         };
         let broker = match self.broker.take() {
             Some(b) => b,

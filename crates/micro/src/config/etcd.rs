@@ -7,25 +7,17 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
-use http::{Method, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use super::error::{ConfigError, ErrorKind};
-use super::http::{authority, call, send};
 use super::{check_path, value, Source, Store};
+use crate::etcd::{b64, range_end, unb64, EtcdClient, EtcdError, EtcdWatch};
 
 /// The key prefix config lives under unless told otherwise (go-micro's).
 pub const DEFAULT_PREFIX: &str = "/micro/config/";
-/// The address tried when none is given.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:2379";
-const TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -40,6 +32,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// off from 100 ms to 5 s) and re-reads everything, so no change is missed.
 /// Writes store JSON (a written path replaces everything under it).
 ///
+/// It talks to etcd through an [`EtcdClient`]: several endpoints with failover,
+/// and, built with [`EtcdSource::with_client`], TLS and username/password.
+///
 /// ```no_run
 /// use micro::config::{Config, EtcdSource, Store};
 ///
@@ -52,7 +47,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Debug, Clone)]
 pub struct EtcdSource {
-    endpoints: Vec<String>,
+    client: EtcdClient,
     prefix: String,
 }
 
@@ -64,16 +59,22 @@ impl EtcdSource {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut endpoints: Vec<String> = endpoints
-            .into_iter()
-            .map(Into::into)
-            .filter(|e| !e.trim().is_empty())
-            .collect();
-        if endpoints.is_empty() {
-            endpoints.push(DEFAULT_ADDRESS.to_string());
-        }
+        Self::with_client(EtcdClient::new(endpoints))
+    }
+
+    /// etcd through `client` (TLS, credentials, …), under `/micro/config/`.
+    ///
+    /// ```no_run
+    /// use micro::config::EtcdSource;
+    /// use micro::etcd::EtcdClient;
+    ///
+    /// let client = EtcdClient::builder(["10.0.0.1:2379"]).tls_ca("ca.pem").user("app", "pw").build()?;
+    /// let source = EtcdSource::with_client(client).prefix("/app/config");
+    /// # Ok::<(), micro::etcd::EtcdError>(())
+    /// ```
+    pub fn with_client(client: EtcdClient) -> Self {
         EtcdSource {
-            endpoints,
+            client,
             prefix: DEFAULT_PREFIX.to_string(),
         }
     }
@@ -94,42 +95,26 @@ impl EtcdSource {
 
     /// POSTs `body` to the first endpoint that answers.
     async fn post(&self, path: &str, body: &Value) -> Result<Value, ConfigError> {
-        let mut failures = Vec::new();
-        for endpoint in &self.endpoints {
-            let authority = authority(endpoint).map_err(|e| self.error(ErrorKind::Invalid, e))?;
-            match call(
-                &authority,
-                Method::POST,
-                path,
-                &[],
-                Some(body.to_string().into_bytes()),
-                TIMEOUT,
-            )
+        self.client
+            .post(path, body)
             .await
-            {
-                Ok((StatusCode::OK, bytes)) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| {
-                        self.error(
-                            ErrorKind::Parse,
-                            format!("a bad answer from {authority}: {e}"),
-                        )
-                    })
-                }
-                Ok((status, bytes)) => failures.push(format!(
-                    "{authority} answered {status}: {}",
-                    String::from_utf8_lossy(&bytes).trim()
-                )),
-                Err(e) => failures.push(e),
-            }
+            .map_err(|e| self.etcd_error(e))
+    }
+
+    fn etcd_error(&self, e: EtcdError) -> ConfigError {
+        if e.is_unavailable() {
+            self.error(
+                ErrorKind::Unavailable,
+                format!(
+                    "{e}; is etcd running? Start it, or pass its address with --config_address / \
+                     MICRO_CONFIG_ADDRESS"
+                ),
+            )
+        } else if e.is_invalid() {
+            self.error(ErrorKind::Invalid, e)
+        } else {
+            self.error(ErrorKind::Unavailable, e)
         }
-        Err(self.error(
-            ErrorKind::Unavailable,
-            format!(
-                "{}; is etcd running? Start it, or pass its address with --config_address / \
-                 MICRO_CONFIG_ADDRESS",
-                failures.join("; ")
-            ),
-        ))
     }
 
     /// The whole tree under the prefix.
@@ -178,57 +163,16 @@ impl EtcdSource {
         Ok(())
     }
 
-    /// Opens a watch of the prefix on the first endpoint that accepts it.
-    async fn open_watch(&self) -> Result<Incoming, String> {
-        let body = json!({"create_request": {
-            "key": b64(&self.prefix),
-            "range_end": b64(range_end(&self.prefix)),
-        }})
-        .to_string();
-        let mut failures = Vec::new();
-        for endpoint in &self.endpoints {
-            let authority = authority(endpoint)?;
-            match send(
-                &authority,
-                Method::POST,
-                "/v3/watch",
-                &[],
-                Some(body.clone().into_bytes()),
-                TIMEOUT,
-            )
+    /// Opens a watch of the prefix.
+    async fn open_watch(&self) -> Result<EtcdWatch, ConfigError> {
+        self.client
+            .watch(json!({
+                "key": b64(&self.prefix),
+                "range_end": b64(range_end(&self.prefix)),
+            }))
             .await
-            {
-                Ok(response) if response.status() == StatusCode::OK => {
-                    return Ok(response.into_body())
-                }
-                Ok(response) => {
-                    failures.push(format!("{authority} answered {}", response.status()))
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-        Err(failures.join("; "))
+            .map_err(|e| self.etcd_error(e))
     }
-}
-
-/// The end of the key range of everything starting with `prefix`.
-fn range_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-fn b64(data: impl AsRef<[u8]>) -> String {
-    BASE64.encode(data)
-}
-
-fn unb64(text: &str) -> String {
-    String::from_utf8_lossy(&BASE64.decode(text).unwrap_or_default()).into_owned()
 }
 
 impl Source for EtcdSource {
@@ -243,31 +187,28 @@ impl Source for EtcdSource {
     fn watch(&self) -> Option<BoxStream<'static, Result<Value, ConfigError>>> {
         struct State {
             source: EtcdSource,
-            body: Option<Incoming>,
-            buffer: Vec<u8>,
+            watch: Option<EtcdWatch>,
             backoff: Duration,
             /// Whether the last failure was already sent (one log per outage).
             failing: bool,
         }
         let state = State {
             source: self.clone(),
-            body: None,
-            buffer: Vec::new(),
+            watch: None,
             backoff: BACKOFF_MIN,
             failing: false,
         };
         let updates = stream::unfold(state, |mut state| async move {
             loop {
-                let Some(body) = state.body.as_mut() else {
+                let Some(watch) = state.watch.as_mut() else {
                     // (Re)connect: watch first, then read, so nothing falls between.
                     let opened = state.source.open_watch().await;
                     let read = match opened {
-                        Ok(body) => {
-                            state.body = Some(body);
-                            state.buffer.clear();
+                        Ok(watch) => {
+                            state.watch = Some(watch);
                             state.source.read_tree().await
                         }
-                        Err(e) => Err(state.source.error(ErrorKind::Unavailable, e)),
+                        Err(e) => Err(e),
                     };
                     match read {
                         Ok(tree) => {
@@ -279,7 +220,7 @@ impl Source for EtcdSource {
                             return Some((Ok(tree), state));
                         }
                         Err(e) => {
-                            state.body = None;
+                            state.watch = None;
                             tokio::time::sleep(state.backoff).await;
                             state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
                             if !state.failing {
@@ -290,26 +231,23 @@ impl Source for EtcdSource {
                         }
                     }
                 };
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else {
-                            continue;
-                        };
-                        state.buffer.extend_from_slice(&data);
-                        if !take_events(&mut state.buffer) {
-                            continue;
+                match watch.next().await {
+                    // Only responses with events come through.
+                    Some(Ok(_)) => match state.source.read_tree().await {
+                        Ok(tree) => return Some((Ok(tree), state)),
+                        Err(e) => {
+                            state.watch = None;
+                            return Some((Err(e), state));
                         }
-                        match state.source.read_tree().await {
-                            Ok(tree) => return Some((Ok(tree), state)),
-                            Err(e) => {
-                                state.body = None;
-                                return Some((Err(e), state));
-                            }
-                        }
+                    },
+                    // The watch failed: etcd went away, restarted or lost its leader.
+                    Some(Err(e)) => {
+                        tracing::debug!(source = %state.source.name(), error = %e, "config watch ended; reconnecting");
+                        state.watch = None;
+                        tokio::time::sleep(state.backoff).await;
                     }
-                    // The connection ended: etcd went away or restarted.
-                    Some(Err(_)) | None => {
-                        state.body = None;
+                    None => {
+                        state.watch = None;
                         tokio::time::sleep(state.backoff).await;
                     }
                 }
@@ -317,23 +255,6 @@ impl Source for EtcdSource {
         });
         Some(updates.boxed())
     }
-}
-
-/// Takes the complete watch messages off the front of `buffer`; true if one of
-/// them reports changes.
-fn take_events(buffer: &mut Vec<u8>) -> bool {
-    let mut changed = false;
-    let mut messages = serde_json::Deserializer::from_slice(buffer).into_iter::<Value>();
-    let mut consumed = 0;
-    while let Some(Ok(message)) = messages.next() {
-        consumed = messages.byte_offset();
-        let result = &message["result"];
-        if result["events"].as_array().is_some_and(|e| !e.is_empty()) {
-            changed = true;
-        }
-    }
-    buffer.drain(..consumed);
-    changed
 }
 
 impl Store for EtcdSource {
@@ -370,15 +291,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn etcd_ranges_and_watch_messages() {
+    fn etcd_source_names() {
         assert_eq!(range_end("/micro/config/"), b"/micro/config0".to_vec());
-        let mut buffer =
-            br#"{"result":{"created":true}}{"result":{"events":[{"kv":{}}]}}{"result":"#.to_vec();
-        assert!(take_events(&mut buffer));
-        assert_eq!(buffer, br#"{"result":"#.to_vec());
-        buffer.extend_from_slice(br#"{"events":[]}}"#);
-        assert!(!take_events(&mut buffer));
-        assert!(buffer.is_empty());
         assert_eq!(
             EtcdSource::new(Vec::<String>::new()).prefix("/x").name(),
             "etcd:/x/"

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 client for the etcd and Vault sources (plain `http://` only).
+//! A small HTTP/1.1 client for the Vault source (plain `http://` only; etcd has its
+//! own client in `crate::etcd`).
 
 use std::time::Duration;
 

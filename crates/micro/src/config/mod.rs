@@ -51,12 +51,13 @@ mod env;
 mod error;
 #[cfg(feature = "etcd")]
 mod etcd;
+/// The test etcd servers, where they used to live (now `micro::etcd::server`).
 #[cfg(feature = "etcd")]
 #[doc(hidden)]
-pub mod etcd_server;
+pub use crate::etcd::server as etcd_server;
 mod file;
 mod flag;
-#[cfg(any(feature = "etcd", feature = "vault"))]
+#[cfg(feature = "vault")]
 mod http;
 mod layered;
 mod memory;

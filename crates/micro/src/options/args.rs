@@ -145,15 +145,36 @@ pub struct ServerArgs {
 #[command(rename_all = "snake_case", next_help_heading = "Registry")]
 pub struct RegistryArgs {
     /// Registry to use: mdns (this machine's local registry plus mDNS on the LAN),
-    /// local (this machine only) or memory (this process only)
-    /// [env: MICRO_REGISTRY] [default: mdns]
+    /// local (this machine only), memory (this process only), service (a micro
+    /// server's) or etcd [env: MICRO_REGISTRY] [default: mdns]
     #[arg(long, value_name = "NAME")]
     pub registry: Option<String>,
 
     /// Addresses of the registry, comma-separated; for local and mdns, the directory
-    /// the processes of this machine share [env: MICRO_REGISTRY_ADDRESS]
+    /// the processes of this machine share; for etcd, its members (host:port or
+    /// http(s)://host:port, default 127.0.0.1:2379) [env: MICRO_REGISTRY_ADDRESS]
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     pub registry_address: Vec<String>,
+
+    /// The CA certificate (PEM) that signed the registry's certificate; turns TLS on
+    /// for etcd [env: MICRO_REGISTRY_TLS_CA]
+    #[arg(long, value_name = "PATH")]
+    pub registry_tls_ca: Option<PathBuf>,
+
+    /// A client certificate (PEM) for mutual TLS with the registry, with
+    /// --registry_tls_key [env: MICRO_REGISTRY_TLS_CERT]
+    #[arg(long, value_name = "PATH")]
+    pub registry_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --registry_tls_cert [env: MICRO_REGISTRY_TLS_KEY]
+    #[arg(long, value_name = "PATH")]
+    pub registry_tls_key: Option<PathBuf>,
+
+    /// The user to authenticate to the registry (etcd) as; its password comes from
+    /// MICRO_REGISTRY_PASSWORD or micro.registry_password in the config file, never
+    /// a flag [env: MICRO_REGISTRY_USERNAME]
+    #[arg(long, value_name = "NAME")]
+    pub registry_username: Option<String>,
 
     /// How long a registration lives unless renewed [env: MICRO_REGISTER_TTL]
     /// [default: 1m30s]
@@ -275,6 +296,10 @@ impl RegistryArgs {
         PartialOptions {
             registry: self.registry.clone(),
             registry_address: list(&self.registry_address),
+            registry_tls_ca: self.registry_tls_ca.clone(),
+            registry_tls_cert: self.registry_tls_cert.clone(),
+            registry_tls_key: self.registry_tls_key.clone(),
+            registry_username: self.registry_username.clone(),
             register_ttl: self.register_ttl,
             register_interval: self.register_interval,
             ..PartialOptions::default()

@@ -89,7 +89,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<PartialOptions, OptionsEr
         let invalid = |expected: String| OptionsError::FileValue {
             path: path.to_path_buf(),
             key: key.clone(),
-            value: value.to_string(),
+            value: if key == "registry_password" {
+                "<redacted>".to_string()
+            } else {
+                value.to_string()
+            },
             expected,
         };
         if key == "config_file" {

@@ -48,7 +48,7 @@ use std::time::Duration;
 use clap::{Args as _, Command, FromArgMatches as _};
 
 pub use args::{BrokerArgs, ClientArgs, RegistryArgs, ServerArgs, ServiceArgs};
-pub use values::{format_duration, format_size, parse_address, parse_duration, parse_size};
+pub use values::{format_duration, format_size, parse_address, parse_duration, parse_size, Secret};
 
 use crate::metadata::{parse_pairs, Metadata};
 use crate::wrapper::Settings;
@@ -70,6 +70,11 @@ const KEYS: &[&str] = &[
     "register_interval",
     "registry",
     "registry_address",
+    "registry_tls_ca",
+    "registry_tls_cert",
+    "registry_tls_key",
+    "registry_username",
+    "registry_password",
     "broker",
     "broker_address",
     "selector",
@@ -155,6 +160,22 @@ pub struct ServiceOptions {
     pub registry: String,
     /// `--registry_address` / `MICRO_REGISTRY_ADDRESS` (comma-separated).
     pub registry_address: Vec<String>,
+    /// `--registry_tls_ca` / `MICRO_REGISTRY_TLS_CA`: the PEM file of the CA that
+    /// signed the registry's (etcd's) certificate; turns TLS on.
+    pub registry_tls_ca: Option<PathBuf>,
+    /// `--registry_tls_cert` / `MICRO_REGISTRY_TLS_CERT`: a client certificate (PEM)
+    /// for mutual TLS with the registry, with `registry_tls_key`.
+    pub registry_tls_cert: Option<PathBuf>,
+    /// `--registry_tls_key` / `MICRO_REGISTRY_TLS_KEY`: the private key (PEM) of
+    /// `registry_tls_cert`.
+    pub registry_tls_key: Option<PathBuf>,
+    /// `--registry_username` / `MICRO_REGISTRY_USERNAME`: the user to authenticate
+    /// to the registry (etcd) as.
+    pub registry_username: Option<String>,
+    /// `MICRO_REGISTRY_PASSWORD`, or `micro.registry_password` in the config file
+    /// (no flag: a command line is visible to every user of the machine): the
+    /// password of `registry_username`. Never shown by `Debug` or `--help`.
+    pub registry_password: Option<Secret>,
     /// `--broker` / `MICRO_BROKER`: name of the broker; `None` for the default.
     pub broker: Option<String>,
     /// `--broker_address` / `MICRO_BROKER_ADDRESS` (comma-separated).
@@ -206,6 +227,11 @@ impl Default for ServiceOptions {
             register_interval: Duration::from_secs(30),
             registry: crate::registry::DEFAULT.into(),
             registry_address: Vec::new(),
+            registry_tls_ca: None,
+            registry_tls_cert: None,
+            registry_tls_key: None,
+            registry_username: None,
+            registry_password: None,
             broker: None,
             broker_address: Vec::new(),
             selector: "random".into(),
@@ -336,6 +362,11 @@ pub struct PartialOptions {
     pub register_interval: Option<Duration>,
     pub registry: Option<String>,
     pub registry_address: Option<Vec<String>>,
+    pub registry_tls_ca: Option<PathBuf>,
+    pub registry_tls_cert: Option<PathBuf>,
+    pub registry_tls_key: Option<PathBuf>,
+    pub registry_username: Option<String>,
+    pub registry_password: Option<Secret>,
     pub broker: Option<String>,
     pub broker_address: Option<Vec<String>>,
     pub selector: Option<String>,
@@ -369,6 +400,11 @@ impl PartialOptions {
             register_interval: self.register_interval.or(lower.register_interval),
             registry: self.registry.or(lower.registry),
             registry_address: self.registry_address.or(lower.registry_address),
+            registry_tls_ca: self.registry_tls_ca.or(lower.registry_tls_ca),
+            registry_tls_cert: self.registry_tls_cert.or(lower.registry_tls_cert),
+            registry_tls_key: self.registry_tls_key.or(lower.registry_tls_key),
+            registry_username: self.registry_username.or(lower.registry_username),
+            registry_password: self.registry_password.or(lower.registry_password),
             broker: self.broker.or(lower.broker),
             broker_address: self.broker_address.or(lower.broker_address),
             selector: self.selector.or(lower.selector),
@@ -408,6 +444,11 @@ impl PartialOptions {
             register_interval: self.register_interval.unwrap_or(d.register_interval),
             registry: self.registry.unwrap_or(d.registry),
             registry_address: self.registry_address.unwrap_or(d.registry_address),
+            registry_tls_ca: self.registry_tls_ca.or(d.registry_tls_ca),
+            registry_tls_cert: self.registry_tls_cert.or(d.registry_tls_cert),
+            registry_tls_key: self.registry_tls_key.or(d.registry_tls_key),
+            registry_username: self.registry_username.or(d.registry_username),
+            registry_password: self.registry_password.or(d.registry_password),
             broker: self.broker.or(d.broker),
             broker_address: self.broker_address.unwrap_or(d.broker_address),
             selector: self.selector.unwrap_or(d.selector),
@@ -515,6 +556,12 @@ impl PartialOptions {
             "register_interval" => self.register_interval = Some(parse_duration(raw)?),
             "registry" => self.registry = Some(text()),
             "registry_address" => self.registry_address = Some(parse_list(raw)),
+            "registry_tls_ca" => self.registry_tls_ca = Some(PathBuf::from(text())),
+            "registry_tls_cert" => self.registry_tls_cert = Some(PathBuf::from(text())),
+            "registry_tls_key" => self.registry_tls_key = Some(PathBuf::from(text())),
+            "registry_username" => self.registry_username = Some(text()),
+            // Spaces may be part of a password: taken as given.
+            "registry_password" => self.registry_password = Some(Secret::new(raw)),
             "broker" => self.broker = Some(text()),
             "broker_address" => self.broker_address = Some(parse_list(raw)),
             "selector" => self.selector = Some(text()),
@@ -535,6 +582,7 @@ impl PartialOptions {
     /// Option `key` as text, the way `--help` shows a default; `None` if unset or empty.
     fn display(&self, key: &str) -> Option<String> {
         let list = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.join(","));
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let text = match key {
             "server_name" => self.server_name.clone(),
             "server_version" => self.server_version.clone(),
@@ -554,6 +602,12 @@ impl PartialOptions {
             "register_interval" => self.register_interval.map(format_duration),
             "registry" => self.registry.clone(),
             "registry_address" => list(&self.registry_address),
+            "registry_tls_ca" => path(&self.registry_tls_ca),
+            "registry_tls_cert" => path(&self.registry_tls_cert),
+            "registry_tls_key" => path(&self.registry_tls_key),
+            "registry_username" => self.registry_username.clone(),
+            // Never shown.
+            "registry_password" => None,
             "broker" => self.broker.clone(),
             "broker_address" => list(&self.broker_address),
             "selector" => self.selector.clone(),
@@ -590,6 +644,11 @@ impl From<ServiceOptions> for PartialOptions {
             register_interval: Some(o.register_interval),
             registry: Some(o.registry),
             registry_address: Some(o.registry_address),
+            registry_tls_ca: o.registry_tls_ca,
+            registry_tls_cert: o.registry_tls_cert,
+            registry_tls_key: o.registry_tls_key,
+            registry_username: o.registry_username,
+            registry_password: o.registry_password,
             broker: o.broker,
             broker_address: Some(o.broker_address),
             selector: Some(o.selector),

@@ -552,6 +552,10 @@ fn options_empty_env_counts_as_unset() {
     assert_eq!(opts.register_ttl, secs(90));
 }
 
+/// Options with no flag: a password on a command line is visible to every user of
+/// the machine, so it comes from the environment or the config file only.
+const NO_FLAG: &[&str] = &["registry_password"];
+
 /// The variable `--help` names for an option: wrapper settings have one per key.
 fn documented_env(key: &str) -> String {
     match key {
@@ -569,6 +573,11 @@ fn options_help_lists_every_option_with_env_and_default() {
 
     let defaults = PartialOptions::from(ServiceOptions::default());
     for key in KEYS {
+        if NO_FLAG.contains(key) {
+            assert!(!help.contains(&format!("--{key} ")), "--{key}:\n{help}");
+            assert!(help.contains(&env_var(key)), "{key} is not named:\n{help}");
+            continue;
+        }
         assert!(
             help.contains(&format!("--{key} ")),
             "--{key} missing:\n{help}"
@@ -595,7 +604,7 @@ fn options_help_lists_every_option_with_env_and_default() {
             "{id}: {help}"
         );
     }
-    assert_eq!(command.get_arguments().count(), KEYS.len());
+    assert_eq!(command.get_arguments().count(), KEYS.len() - NO_FLAG.len());
 }
 
 #[test]
@@ -698,4 +707,87 @@ fn options_layers_and_round_trip() {
     };
     let opts = ServiceOptions::from_layers(flags, &code, &|_| None).expect("layers");
     assert!(opts.registry_address.is_empty());
+}
+
+#[test]
+fn options_registry_tls_and_credentials() {
+    let env = [
+        ("MICRO_REGISTRY_TLS_CA", "/etc/etcd/ca.pem"),
+        ("MICRO_REGISTRY_TLS_CERT", "/etc/etcd/client.pem"),
+        ("MICRO_REGISTRY_TLS_KEY", "/etc/etcd/client-key.pem"),
+        ("MICRO_REGISTRY_USERNAME", "micro"),
+        ("MICRO_REGISTRY_PASSWORD", " pass word "),
+    ];
+    let o = load(&PartialOptions::default(), &[], &env).expect("env");
+    assert_eq!(
+        o.registry_tls_ca.as_deref(),
+        Some(std::path::Path::new("/etc/etcd/ca.pem"))
+    );
+    assert_eq!(
+        o.registry_tls_cert.as_deref(),
+        Some(std::path::Path::new("/etc/etcd/client.pem"))
+    );
+    assert_eq!(
+        o.registry_tls_key.as_deref(),
+        Some(std::path::Path::new("/etc/etcd/client-key.pem"))
+    );
+    assert_eq!(o.registry_username.as_deref(), Some("micro"));
+    // A password is taken as given, spaces and all, and never shown.
+    assert_eq!(
+        o.registry_password.as_ref().map(Secret::expose),
+        Some(" pass word ")
+    );
+    assert!(!format!("{o:?}").contains("pass word"), "{o:?}");
+
+    // Flags win over the environment; there is no password flag.
+    let flags = [
+        "--registry_tls_ca=ca2.pem",
+        "--registry_tls_cert=c2.pem",
+        "--registry_tls_key=k2.pem",
+        "--registry_username=admin",
+    ];
+    let o = load(&PartialOptions::default(), &flags, &env).expect("flags");
+    assert_eq!(
+        o.registry_tls_ca.as_deref(),
+        Some(std::path::Path::new("ca2.pem"))
+    );
+    assert_eq!(o.registry_username.as_deref(), Some("admin"));
+    assert_eq!(
+        o.registry_password.as_ref().map(Secret::expose),
+        Some(" pass word ")
+    );
+    let err = load(&PartialOptions::default(), &["--registry_password=x"], &[])
+        .expect_err("no password flag");
+    assert!(err.as_clap().is_some(), "{err}");
+
+    // And the config file.
+    let file = TempFile::new(
+        "yaml",
+        "micro:\n  registry: etcd\n  registry_tls_ca: /ca.pem\n  registry_username: u\n  registry_password: s3cret\n",
+    );
+    let o = load(
+        &PartialOptions::default(),
+        &["--config_file", file.path()],
+        &[],
+    )
+    .expect("file");
+    assert_eq!(
+        o.registry_tls_ca.as_deref(),
+        Some(std::path::Path::new("/ca.pem"))
+    );
+    assert_eq!(o.registry_username.as_deref(), Some("u"));
+    assert_eq!(
+        o.registry_password.as_ref().map(Secret::expose),
+        Some("s3cret")
+    );
+    // A bad password value in a file is reported without showing it.
+    let file = TempFile::new("yaml", "micro:\n  registry_password: {a: s3cret}\n");
+    let err = load(
+        &PartialOptions::default(),
+        &["--config_file", file.path()],
+        &[],
+    )
+    .expect_err("a table is no password");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(err.to_string().contains("registry_password"), "{err}");
 }

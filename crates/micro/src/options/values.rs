@@ -263,6 +263,37 @@ pub(crate) fn complete_host(address: String, default_host: &str) -> String {
     }
 }
 
+/// A secret option value (a password): compared and cloned like a string, but
+/// `Debug` shows `<redacted>`, so logging the options never shows it.
+///
+/// ```
+/// use micro::options::Secret;
+///
+/// let password = Secret::new("hunter2");
+/// assert_eq!(password.expose(), "hunter2");
+/// assert_eq!(format!("{password:?}"), "<redacted>");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, to hand to whatever needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Splits `a,b, c` into trimmed, non-empty items.
 pub(crate) fn parse_list(s: &str) -> Vec<String> {
     s.split(',')

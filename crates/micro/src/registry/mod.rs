@@ -3,11 +3,21 @@
 //! The [`Registry`] trait is what every backend implements; [`MemoryRegistry`] is the
 //! in-process one (tests, a single process, or a static list of nodes). Records have
 //! the shape fixed by DESIGN.md: `Service {name, version, metadata, endpoints, nodes}`.
+//!
+//! | backend | name (`MICRO_REGISTRY`) | reach |
+//! |---|---|---|
+//! | [`DefaultRegistry`] (feature `mdns`) | `mdns` (the default) | this machine, and the LAN by mDNS |
+//! | [`LocalRegistry`] | `local` | this machine |
+//! | [`MemoryRegistry`] | `memory` | this process |
+//! | [`ServiceRegistry`] | `service` | the registry of a `micro server` |
+//! | `EtcdRegistry` (feature `etcd`) | `etcd` | every machine that reaches the etcd cluster |
 
 mod by_name;
 #[doc(hidden)]
 pub mod conformance;
 mod default;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod local;
 #[cfg(feature = "mdns")]
 mod mdns;
@@ -23,8 +33,10 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-pub use by_name::{from_name, Ownership, DEFAULT, NAMES};
+pub use by_name::{from_name, from_options, Ownership, DEFAULT, NAMES};
 pub use default::DefaultRegistry;
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdRegistry;
 pub use local::LocalRegistry;
 #[cfg(feature = "mdns")]
 pub use mdns::{MdnsBuilder, MdnsRegistry};
