@@ -334,3 +334,46 @@ def test_namespace(tmp_path):
         for p in (api, greeter):
             p.terminate()
             p.wait(timeout=15)
+
+
+def test_workers_share_connections_and_calls(greeter):
+    """--api_workers 3: concurrent keep-alive connections (spread over the
+    workers, each with its own pooled connections to the greeter) all get their
+    own answers, request after request; 0 workers is refused with a message."""
+    import http.client  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    refused = subprocess.run(
+        [str(TARGET / "micro"), "api", "--api_workers", "0"],
+        capture_output=True, text=True, timeout=WAIT,
+    )
+    assert refused.returncode != 0 and "--api_workers" in refused.stderr, refused.stderr
+
+    port = free_port()
+    api = start_api(port, None, "--api_workers", "3")
+    try:
+        wait_for_port(port, api)
+        url = f"http://127.0.0.1:{port}/greeter/hello"
+        deadline = time.monotonic() + WAIT
+        while request(url, {"name": "warm"})[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        def client(n):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+            try:
+                for i in range(20):
+                    name = f"c{n}-{i}"
+                    conn.request("POST", "/greeter/hello", json.dumps({"name": name}),
+                                 {"Content-Type": "application/json"})
+                    rsp = conn.getresponse()
+                    assert (rsp.status, json.loads(rsp.read())) == (200, {"message": f"Hello {name}"})
+            finally:
+                conn.close()
+            return n
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            assert sorted(pool.map(client, range(12))) == list(range(12))
+    finally:
+        api.terminate()
+        api.wait(timeout=15)

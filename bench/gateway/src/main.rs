@@ -57,8 +57,8 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Parallelism of both proxies: nginx's worker processes and micro api's
-    /// tokio worker threads (`TOKIO_WORKER_THREADS`). Default: one per core,
-    /// tokio's own default.
+    /// worker threads (`--api_workers`). Default: one per core, the default of
+    /// both.
     #[arg(long)]
     workers: Option<usize>,
     /// CI: one short round at low load; checks every target answers right.
@@ -322,7 +322,7 @@ fn start(
         .arg("--address")
         .arg(format!("127.0.0.1:{api_port}"));
     micro_env(&mut cmd);
-    cmd.env("TOKIO_WORKER_THREADS", workers.to_string());
+    cmd.arg("--api_workers").arg(workers.to_string());
     eprintln!("starting micro api ({workers} worker threads) on 127.0.0.1:{api_port}");
     let mut api = Proc::spawn("micro api", cmd, &dir.join("micro-api.log"))?;
     // Ready once it has found the greeter in the registry and called it.

@@ -6,9 +6,9 @@
 //! - `daemon off` and `master_process on`: the master stays our child (stopped
 //!   by its PID; it stops its workers) and `worker_processes` takes effect.
 //! - `worker_processes`: the bench's `--workers`, which also sets `micro api`'s
-//!   tokio worker threads, so both proxies get the same parallelism. The default
-//!   is one per core, tokio's own default: one nginx worker against two tokio
-//!   threads would handicap nginx.
+//!   worker threads (`--api_workers`), so both proxies get the same parallelism.
+//!   The default is one per core, micro api's own default: one nginx worker
+//!   against two micro api workers would handicap nginx.
 //! - `access_log off`: `micro api` runs with its access log off too
 //!   (`MICRO_LOG=warn`), so neither writes a line per request.
 //! - An `upstream` with `keepalive` (idle connections kept per worker, at least

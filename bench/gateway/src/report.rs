@@ -54,7 +54,7 @@ pub fn markdown(setup: &Setup, rounds: &[Vec<Run>]) -> String {
         out,
         "JSON `POST /greeter/hello` (`{{\"name\":\"John\"}}`) over loopback HTTP/1.1 keep-alive; \
          wrk `-t{} -c{}`, {} round(s) x {} s per target, order rotated each round{}; \
-         nginx {} worker process(es), micro api {} tokio worker thread(s), {} cores.\n",
+         nginx {} worker process(es), micro api {} worker thread(s), {} cores.\n",
         setup.threads,
         setup.connections,
         setup.rounds,

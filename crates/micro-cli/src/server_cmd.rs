@@ -138,6 +138,12 @@ pub struct GatewayArgs {
         requires = "tls_cert_file"
     )]
     tls_key_file: Option<PathBuf>,
+
+    /// Threads serving the gateway's connections; each runs its connections and
+    /// their calls to services on one core (default: one per core)
+    #[arg(long = "api_workers", env = "MICRO_API_WORKERS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    api_workers: Option<u16>,
 }
 
 impl GatewayArgs {
@@ -163,6 +169,9 @@ impl GatewayArgs {
             header_timeout: service
                 .server_read_timeout
                 .min(GatewayOptions::default().header_timeout),
+            workers: self
+                .api_workers
+                .map_or_else(|| GatewayOptions::default().workers, usize::from),
             ..GatewayOptions::default()
         }
     }
@@ -481,7 +490,7 @@ async fn listen(part: &str, flag: &str, address: &str) -> anyhow::Result<TcpList
     let local = listener.local_addr()?;
     let what = match part {
         "proxy" => "the gRPC API, also JSON over HTTP",
-        "api" => "answers 503 until the API gateway arrives in a later version",
+        "api" => "the API gateway: HTTP to services",
         _ => "a page that says the dashboard arrives in a later version",
     };
     tracing::info!("{part} listening on {local} ({what})");

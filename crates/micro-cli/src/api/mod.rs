@@ -39,6 +39,7 @@ pub mod target;
 pub mod tls;
 pub mod upstream;
 pub mod websocket;
+mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -82,6 +83,9 @@ pub struct GatewayOptions {
     pub cors: Option<Cors>,
     /// How long a graceful stop waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Worker threads serving connections (one per core by default); each runs
+    /// its connections and their calls on one thread, like nginx's workers.
+    pub workers: usize,
 }
 
 impl Default for GatewayOptions {
@@ -97,6 +101,7 @@ impl Default for GatewayOptions {
             max_header_bytes: 64 * 1024,
             cors: None,
             drain_timeout: micro::server::DEFAULT_DRAIN_TIMEOUT,
+            workers: workers::default_count(),
         }
     }
 }
@@ -172,12 +177,27 @@ impl Gateway {
             .max_buf_size(options.max_header_bytes.max(8192));
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        let mut workers = workers::Workers::start(options.workers).map_err(|e| {
+            Error::internal_server_error(
+                resolve::ID,
+                format!("cannot start the gateway's workers: {e}"),
+            )
+        })?;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
+                        // Moved to the worker's own reactor, so that its readiness
+                        // wakes the worker directly rather than through this thread.
+                        let stream = match stream.into_std() {
+                            Ok(stream) => stream,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "cannot hand a connection to a worker");
+                                continue;
+                            }
+                        };
                         let shared = self.shared.clone();
                         let svc = service_fn(move |req| {
                             let shared = shared.clone();
@@ -187,7 +207,14 @@ impl Gateway {
                         let watcher = graceful.watcher();
                         let tls = self.tls.clone();
                         let handshake_timeout = options.header_timeout;
-                        tokio::spawn(async move {
+                        workers.spawn(async move {
+                            let stream = match tokio::net::TcpStream::from_std(stream) {
+                                Ok(stream) => stream,
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "a worker cannot take a connection");
+                                    return;
+                                }
+                            };
                             let served = match tls {
                                 None => {
                                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -230,6 +257,7 @@ impl Gateway {
         {
             tracing::warn!("requests in flight did not finish within the drain timeout");
         }
+        workers.stop().await;
         Ok(())
     }
 }

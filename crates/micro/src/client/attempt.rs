@@ -101,7 +101,7 @@ pub(crate) struct TransportInner {
     /// Time to connect to an `http-json` node.
     pub(crate) dial_timeout: std::time::Duration,
     /// Idle HTTP/1.1 connections to `http-json` nodes, by address.
-    pub(crate) http1_idle: std::sync::Mutex<HashMap<String, Vec<Http1Sender>>>,
+    pub(crate) http1_idle: Http1Idle,
     /// Unary JSON calls to micro services go over HTTP/1.1 too
     /// ([`ClientBuilder::json_over_http1`](super::ClientBuilder::json_over_http1)).
     pub(crate) json_over_http1: bool,
@@ -110,8 +110,40 @@ pub(crate) struct TransportInner {
 /// A connection to an `http-json` node.
 pub(crate) type Http1Sender = hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>;
 
-/// Idle connections kept per `http-json` node.
+/// Idle connections kept per `http-json` node (and thread).
 const HTTP1_IDLE_PER_NODE: usize = 64;
+
+/// Idle HTTP/1.1 connections by the thread that dialed them, then by address.
+///
+/// A connection is driven by a task on the runtime thread that dialed it; a
+/// call made on that thread reuses it without waking another thread (with a
+/// single-threaded runtime per core, as the API gateway runs, a call never
+/// leaves its core).
+#[derive(Default)]
+pub(crate) struct Http1Idle(
+    std::sync::Mutex<HashMap<std::thread::ThreadId, HashMap<String, Vec<Http1Sender>>>>,
+);
+
+impl Http1Idle {
+    fn pop(&self, address: &str) -> Option<Http1Sender> {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get_mut(&std::thread::current().id())?
+            .get_mut(address)?
+            .pop()
+    }
+
+    fn push(&self, address: String, sender: Http1Sender) {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let senders = idle
+            .entry(std::thread::current().id())
+            .or_default()
+            .entry(address)
+            .or_default();
+        if senders.len() < HTTP1_IDLE_PER_NODE {
+            senders.push(sender);
+        }
+    }
+}
 
 /// Deadlines further away than this are not sent to `http-json` nodes.
 const NO_TIMEOUT_BEYOND: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -321,11 +353,7 @@ impl Transport {
                 }
             })?;
         if reusable && sender.ready().await.is_ok() {
-            let mut idle = self.0.http1_idle.lock().unwrap_or_else(|p| p.into_inner());
-            let senders = idle.entry(address).or_default();
-            if senders.len() < HTTP1_IDLE_PER_NODE {
-                senders.push(sender);
-            }
+            self.0.http1_idle.push(address, sender);
         }
         Ok(RawReply::One(body.to_bytes()))
     }
@@ -333,11 +361,7 @@ impl Transport {
     /// An idle connection to `address` that is still open.
     async fn idle_http1(&self, address: &str) -> Option<Http1Sender> {
         loop {
-            let sender = {
-                let mut idle = self.0.http1_idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.get_mut(address)?.pop()?
-            };
-            let mut sender = sender;
+            let mut sender = self.0.http1_idle.pop(address)?;
             if !sender.is_closed() && sender.ready().await.is_ok() {
                 return Some(sender);
             }
