@@ -136,19 +136,7 @@ macro_rules! conformance {
     };
 }
 
-conformance!(
-    register_get_list,
-    versions_kept_apart,
-    reregister_refreshes_ttl,
-    expires_after_ttl,
-    deregister_removes_at_once,
-    watch_one_service,
-    watch_all_services,
-    rejects_bad_input,
-    unknown_service_is_404,
-    many_nodes_and_services,
-    concurrent_registrations,
-);
+micro::registry_conformance_checks!(conformance);
 
 // ---------------------------------------------------------------------------
 // Dead processes: their nodes go when their leases run out.

@@ -582,6 +582,37 @@ fn by_id(nodes: &[Node]) -> BTreeMap<&str, &Node> {
     nodes.iter().map(|n| (n.id.as_str(), n)).collect()
 }
 
+/// Invokes `$callback!` with every check of the suite by name, after the tokens
+/// given (if any): the one list of checks, so that a check added to [`Suite`]
+/// runs in the tests of every backend, in this crate (memory, local) and beside
+/// it (etcd).
+///
+/// ```ignore
+/// macro_rules! etcd_checks {
+///     ($($check:ident),*) => { $( #[tokio::test] async fn $check() { /* suite.$check().await */ } )* };
+/// }
+/// micro::registry_conformance_checks!(etcd_checks);
+/// ```
+#[doc(hidden)]
+#[macro_export]
+macro_rules! registry_conformance_checks {
+    ($callback:ident $(, $($args:tt)*)?) => {
+        $callback!($($($args)*)?
+            register_get_list,
+            versions_kept_apart,
+            reregister_refreshes_ttl,
+            expires_after_ttl,
+            deregister_removes_at_once,
+            watch_one_service,
+            watch_all_services,
+            rejects_bad_input,
+            unknown_service_is_404,
+            many_nodes_and_services,
+            concurrent_registrations
+        );
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -621,27 +652,8 @@ mod tests {
         };
     }
 
-    macro_rules! all_checks {
-        ($($suite:ident),*) => {
-            $(
-                checks!($suite:
-                    register_get_list,
-                    versions_kept_apart,
-                    reregister_refreshes_ttl,
-                    expires_after_ttl,
-                    deregister_removes_at_once,
-                    watch_one_service,
-                    watch_all_services,
-                    rejects_bad_input,
-                    unknown_service_is_404,
-                    many_nodes_and_services,
-                    concurrent_registrations,
-                );
-            )*
-        };
-    }
-
-    all_checks!(memory, local);
+    crate::registry_conformance_checks!(checks, memory:);
+    crate::registry_conformance_checks!(checks, local:);
 
     #[tokio::test]
     async fn run_all_runs_every_check() {
