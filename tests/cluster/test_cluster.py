@@ -192,14 +192,17 @@ def test_etcd_leader_killed(baseline, cluster):
 
 
 def test_nats_restart_jetstream(baseline, cluster):
-    """Restart nats-server while numbered messages are published through micro to
-    a durable JetStream subscriber: every message arrives (duplicates counted)."""
+    """Restart nats-server while numbered messages are published through micro
+    (`--broker jetstream`: each publish acknowledged once stored) to a durable
+    JetStream subscriber: every message arrives (duplicates counted)."""
     s = baseline
     nats = cluster.nats
     assert nats is not None
     topic, n_messages = "cluster.numbered", 60
     c1 = cluster.host("c1")
-    env = s.env(c1)
+    # NATS with JetStream for both ends: a publish returns only once the server
+    # has stored the message, so "published" means "will be delivered".
+    env = s.env(c1, {"MICRO_BROKER": "jetstream"})
     sub = cluster.spawn("subscriber", c1, [s.micro, "subscribe", topic, "--durable",
                                             "cluster-test", "-o", "json"], env)
 

@@ -352,7 +352,7 @@ impl RunArgs {
         if options.broker.as_deref() == Some("service") {
             bail!(
                 "--broker service / MICRO_BROKER=service names the broker of a micro server, \
-                 and this is one: choose its own broker (http, memory or nats)"
+                 and this is one: choose its own broker (http, memory, nats or jetstream)"
             );
         }
         let registry = micro::registry::from_options(&options, Ownership::Process)?;

@@ -10,7 +10,7 @@ use crate::Error;
 pub fn names() -> Vec<&'static str> {
     let mut names = vec!["http", "memory", "service"];
     if cfg!(feature = "nats") {
-        names.push("nats");
+        names.extend(["nats", "jetstream"]);
     }
     names
 }
@@ -20,7 +20,21 @@ pub fn names() -> Vec<&'static str> {
 pub const DEFAULT: &str = "http";
 
 /// The broker `name` stands for, at `addresses` where it has a server; the HTTP
-/// broker finds subscribers through `registry`.
+/// broker finds subscribers through `registry`. `jetstream` is the NATS broker
+/// in JetStream mode ([`NatsBroker::jetstream`](super::NatsBroker::jetstream)):
+/// a publish returns once the server has stored the message.
+///
+/// ```
+/// use std::sync::Arc;
+/// use micro::broker::from_name;
+/// use micro::registry::MemoryRegistry;
+///
+/// let registry = Arc::new(MemoryRegistry::new());
+/// assert_eq!(from_name("memory", &[], registry.clone()).unwrap().name(), "memory");
+/// let err = from_name("kafka", &[], registry).unwrap_err();
+/// assert_eq!(err.code(), 400);
+/// assert!(err.detail().contains("choose one of"), "{err}");
+/// ```
 pub fn from_name(
     name: &str,
     addresses: &[String],
@@ -43,6 +57,10 @@ pub fn from_name(
         }
         #[cfg(feature = "nats")]
         "nats" => Ok(Arc::new(super::NatsBroker::new(addresses.to_vec()))),
+        #[cfg(feature = "nats")]
+        "jetstream" => Ok(Arc::new(
+            super::NatsBroker::new(addresses.to_vec()).jetstream(true),
+        )),
         other => Err(Error::bad_request(
             "micro.broker",
             format!(

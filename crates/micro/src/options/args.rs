@@ -191,7 +191,8 @@ pub struct RegistryArgs {
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 #[command(rename_all = "snake_case", next_help_heading = "Broker")]
 pub struct BrokerArgs {
-    /// Broker to use for pub/sub [env: MICRO_BROKER]
+    /// Broker to use for pub/sub: http (default), nats, jetstream (NATS, publishes
+    /// stored before they return), memory or service [env: MICRO_BROKER]
     #[arg(long, value_name = "NAME")]
     pub broker: Option<String>,
 

@@ -350,8 +350,14 @@ async fn jetstream_durable_keeps_messages_while_away() {
     assert!(d.acker().is_some(), "JetStream deliveries carry an acker");
     drop(d);
     sub.unsubscribe().await.expect("unsubscribe");
-    // Published while the subscriber is away, with JetStream acks this time.
-    let publisher = NatsBroker::new(vec![server.url()]).jetstream(true);
+    // Published while the subscriber is away, with JetStream acks this time
+    // (`--broker jetstream`: the NATS broker in JetStream mode).
+    let publisher = crate::broker::from_name(
+        "jetstream",
+        &[server.url()],
+        Arc::new(crate::registry::MemoryRegistry::new()),
+    )
+    .expect("the jetstream broker");
     for id in 2..=4 {
         publisher
             .publish("orders.created", msg(id))
