@@ -590,7 +590,13 @@ def test_cli_examples_run_against_real_processes(tmp_path):
 def test_config_examples_run_against_etcd_and_the_greeter(etcd, tmp_path):
     """docs/config.md's `sh test` blocks, with the test's etcd for 127.0.0.1:2379."""
     require_curl()
-    doc = DOCS / "config.md"
+    run_doc_against_etcd("config.md", etcd, tmp_path, at_least=4)
+
+
+def run_doc_against_etcd(name, etcd, tmp_path, at_least):
+    """Runs the `sh test` blocks of docs/NAME in order, with the test's etcd
+    address for 127.0.0.1:2379; at least `at_least` of them."""
+    doc = DOCS / name
     address = f"127.0.0.1:{free_port()}"
     n = 0
     for block in blocks(doc):
@@ -598,7 +604,7 @@ def test_config_examples_run_against_etcd_and_the_greeter(etcd, tmp_path):
             block.body = block.body.replace("127.0.0.1:2379", etcd)
             run_block(doc, block, tmp_path, address)
             n += 1
-    assert n >= 4, f"only {n} executed blocks in {doc.name}"
+    assert n >= at_least, f"only {n} executed blocks in {doc.name}"
 
 
 def test_wrappers_examples_run_against_real_processes(tmp_path):
@@ -633,15 +639,7 @@ CLI_VERBS = [
 
 def test_etcd_examples_run_against_etcd_and_the_greeter(etcd, tmp_path):
     """docs/etcd.md's `sh test` blocks, with the test's etcd for 127.0.0.1:2379."""
-    doc = DOCS / "etcd.md"
-    address = f"127.0.0.1:{free_port()}"
-    n = 0
-    for block in blocks(doc):
-        if block.has("test"):
-            block.body = block.body.replace("127.0.0.1:2379", etcd)
-            run_block(doc, block, tmp_path, address)
-            n += 1
-    assert n >= 2, f"only {n} executed blocks in {doc.name}"
+    run_doc_against_etcd("etcd.md", etcd, tmp_path, at_least=2)
 
 
 def test_cli_doc_lists_every_verb_and_flag():

@@ -81,11 +81,7 @@ impl EtcdSource {
 
     /// Another key prefix (a `/` is added at the end if missing).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        let mut prefix = prefix.into();
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        self.prefix = prefix;
+        self.prefix = crate::etcd::key_prefix(prefix.into());
         self
     }
 

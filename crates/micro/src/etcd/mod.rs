@@ -984,6 +984,15 @@ pub fn unb64(text: &str) -> String {
     String::from_utf8_lossy(&BASE64.decode(text).unwrap_or_default()).into_owned()
 }
 
+/// A key prefix as the registry and the config source keep it: ending with `/`,
+/// so that `/micro/registry` never matches `/micro/registry-old/...` keys.
+pub(crate) fn key_prefix(mut prefix: String) -> String {
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    prefix
+}
+
 /// The end of the key range of every key starting with `prefix` (etcd's
 /// `range_end`).
 ///

@@ -114,11 +114,7 @@ impl EtcdRegistry {
     /// assert_eq!(staging.key_prefix(), "/staging/registry/");
     /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        let mut prefix = prefix.into();
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        self.prefix = prefix;
+        self.prefix = crate::etcd::key_prefix(prefix.into());
         self
     }
 
