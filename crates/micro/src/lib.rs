@@ -31,6 +31,7 @@ pub mod config;
 pub mod errors;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod id;
 pub mod metadata;
 pub mod options;
 pub mod proto;

@@ -42,6 +42,11 @@ const TRANSPORT_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// Whether `name` (lower case) is a header of the transport rather than metadata.
+pub(crate) fn is_transport_header(name: &str) -> bool {
+    TRANSPORT_HEADERS.contains(&name) || name.starts_with(':')
+}
+
 impl Metadata {
     /// Empty metadata.
     pub fn new() -> Self {
@@ -95,6 +100,10 @@ impl Metadata {
 
     /// Adds every entry of `other`, replacing values of the same key.
     pub fn merge(&mut self, other: &Metadata) {
+        if self.entries.is_empty() {
+            self.entries = other.entries.clone();
+            return;
+        }
         for (k, v) in other.iter() {
             self.entries.insert(k.to_string(), v.to_string());
         }

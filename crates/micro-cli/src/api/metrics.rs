@@ -14,7 +14,8 @@ const BUCKETS: [f64; 12] = [
 /// Request counts and latencies, by label set.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, &'static str, u16), Series>>,
+    /// By route, then by handler and status code.
+    series: Mutex<BTreeMap<String, BTreeMap<(&'static str, u16), Series>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -34,9 +35,14 @@ impl Metrics {
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let s = series
-            .entry((route.to_string(), handler, status))
-            .or_default();
+        // A route's name is copied at its first request, not at every one.
+        if !series.contains_key(route) {
+            series.insert(route.to_string(), BTreeMap::new());
+        }
+        let Some(by_route) = series.get_mut(route) else {
+            return;
+        };
+        let s = by_route.entry((handler, status)).or_default();
         s.buckets[bucket] += 1;
         s.count += 1;
         s.sum += secs;
@@ -44,11 +50,17 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
-        let series = self
+        let series: Vec<((String, &'static str, u16), Series)> = self
             .series
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .iter()
+            .flat_map(|(route, by_code)| {
+                by_code
+                    .iter()
+                    .map(move |((handler, code), s)| ((route.clone(), *handler, *code), s.clone()))
+            })
+            .collect();
         let mut out = String::new();
         out.push_str("# HELP micro_api_requests_total Requests answered by the API gateway.\n");
         out.push_str("# TYPE micro_api_requests_total counter\n");

@@ -141,7 +141,7 @@ impl Shared {
         let policy = routed.as_ref().map_or(&self.default_policy, |r| &r.policy);
         cors::decorate(policy.cors.as_ref(), &origin, &mut rsp);
         if wants_gzip {
-            rsp = gzip_whole(rsp).await;
+            rsp = Box::pin(gzip_whole(rsp)).await;
         }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             rsp.headers_mut().insert(REQUEST_ID, v);
@@ -190,7 +190,9 @@ impl Shared {
                     handler: "rpc",
                     policy: self.default_policy.clone(),
                 };
-                return match self.rpc_endpoint(req).await {
+                // Rare paths are boxed so that every request's future stays small
+                // (hyper moves it into place per request).
+                return match Box::pin(self.rpc_endpoint(req)).await {
                     Ok(rsp) => Ok((rsp, Some(routed))),
                     Err(e) => Err((e, Some(routed))),
                 };
@@ -198,11 +200,11 @@ impl Shared {
             _ => {}
         }
         if let (&Method::GET, "/openapi.json") = (req.method(), path) {
-            return Ok((self.openapi().await.map_err(unrouted)?, None));
+            return Ok((Box::pin(self.openapi()).await.map_err(unrouted)?, None));
         }
         let preflight = cors::is_preflight(req.method(), req.headers());
         let by_file = match &self.routes {
-            Some(watcher) => self.route_by_file(&watcher.current(), &req).await,
+            Some(watcher) => Box::pin(self.route_by_file(&watcher.current(), &req)).await,
             None => ByFile::ZeroConfig,
         };
         let (target, policy, records, label) = match by_file {
@@ -232,10 +234,10 @@ impl Shared {
             let rsp = cors::preflight(policy.cors.as_ref(), req.headers());
             return Ok((rsp, Some(routed)));
         }
-        match self
-            .serve(req, peer, target, &policy, &records, &routed.label)
-            .await
-        {
+        // Boxed: hyper moves every request's future into place, and so does each
+        // level that awaits another; one box here saves copying this state at
+        // every level above it.
+        match Box::pin(self.serve(req, peer, target, &policy, &records, &routed.label)).await {
             Ok(rsp) => Ok((rsp, Some(routed))),
             Err(e) => Err((e, Some(routed))),
         }
@@ -428,7 +430,7 @@ impl Shared {
                 let (body, upgrade) = if websocket {
                     (Bytes::new(), Some(req))
                 } else {
-                    (self.read_body(req, max_body).await?, None)
+                    (Box::pin(self.read_body(req, max_body)).await?, None)
                 };
                 let request = super::request_json::build(
                     &body,
@@ -457,35 +459,37 @@ impl Shared {
                 if let Some(req) = upgrade {
                     websocket::stream(req, &target, &endpoint, call)
                 } else if target.handler == HandlerKind::Stream {
-                    call::stream(&target, &endpoint, call, format).await
+                    Box::pin(call::stream(&target, &endpoint, call, format)).await
                 } else {
                     call::unary(&target, &endpoint, call).await
                 }
             }
             HandlerKind::Event => {
                 let headers = req.headers().clone();
-                let body = self.read_body(req, max_body).await?;
-                event::publish(
+                let body = Box::pin(self.read_body(req, max_body)).await?;
+                Box::pin(event::publish(
                     self.broker.as_ref(),
                     target.topic.as_deref().unwrap_or(""),
                     &headers,
                     body,
-                )
+                ))
                 .await
             }
+            // The reverse proxy's futures are large: boxed, they do not make
+            // every request's future (rpc ones too) that large.
             HandlerKind::Web if upstream::is_websocket(req.headers()) => {
-                upstream::websocket(req, records, &target, peer).await
+                Box::pin(upstream::websocket(req, records, &target, peer)).await
             }
             HandlerKind::Http | HandlerKind::Web => {
                 let (parts, body) = req.into_parts();
                 let body = Limited::new(body, max_body).boxed_unsync();
-                upstream::forward(
+                Box::pin(upstream::forward(
                     &self.upstream,
                     Request::from_parts(parts, body),
                     records,
                     &target,
                     peer,
-                )
+                ))
                 .await
             }
         }
@@ -543,17 +547,30 @@ impl Shared {
             return Err(too_large(limit));
         }
         let timeout = self.options.body_timeout;
-        match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
-            Err(_) => Err(Error::timeout(
-                ID,
-                format!("the request body did not arrive within {timeout:?}"),
-            )),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-            Ok(Err(e)) => Err(Error::bad_request(
+        let mut collect = std::pin::pin!(Limited::new(req.into_body(), limit).collect());
+        // A body that came with the head needs no timer.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(collect.as_mut(), cx))
+        });
+        let collected = match first.await {
+            std::task::Poll::Ready(collected) => collected,
+            std::task::Poll::Pending => match tokio::time::timeout(timeout, collect).await {
+                Ok(collected) => collected,
+                Err(_) => {
+                    return Err(Error::timeout(
+                        ID,
+                        format!("the request body did not arrive within {timeout:?}"),
+                    ))
+                }
+            },
+        };
+        match collected {
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+            Err(e) => Err(Error::bad_request(
                 ID,
                 format!("reading the request body: {e}"),
             )),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(collected) => Ok(collected.to_bytes()),
         }
     }
 

@@ -31,25 +31,41 @@ pub struct Wanted {
 /// Reads a request path (without query). `None` when it cannot name an endpoint
 /// (`/`, `/greeter`, more than three segments, characters a name cannot hold).
 pub fn parse_path(path: &str, namespace: Option<&str>) -> Option<Wanted> {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (service, rest) = match segments.as_slice() {
-        [version, name, rest @ ..] if is_version(version) => (format!("{version}.{name}"), rest),
-        [name, rest @ ..] => (name.to_string(), rest),
+    // At most four segments: [version] name [handler] method. Called for every
+    // request, so it allocates only the two names it returns.
+    let mut segments = [""; 4];
+    let mut count = 0;
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        *segments.get_mut(count)? = segment;
+        count += 1;
+    }
+    let (version, name, rest) = match &segments[..count] {
+        [version, name, rest @ ..] if is_version(version) => (Some(*version), *name, rest),
+        [name, rest @ ..] => (None, *name, rest),
         [] => return None,
     };
-    if !service.split('.').all(is_name) {
+    if !name.split('.').all(is_name) {
         return None;
     }
-    let last = service.rsplit('.').next().unwrap_or(&service);
-    let endpoint = match rest {
-        [method] => format!("{}.{}", camel(last)?, camel(method)?),
-        [handler, method] => format!("{}.{}", camel(handler)?, camel(method)?),
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let (handler, method) = match rest {
+        [method] => (last, *method),
+        [handler, method] => (*handler, *method),
         _ => return None,
     };
-    let service = match namespace.filter(|n| !n.is_empty()) {
-        Some(ns) => format!("{ns}.{service}"),
-        None => service,
-    };
+    let mut endpoint = String::with_capacity(handler.len() + method.len() + 1);
+    push_camel(&mut endpoint, handler)?;
+    endpoint.push('.');
+    push_camel(&mut endpoint, method)?;
+    let namespace = namespace.filter(|n| !n.is_empty());
+    let mut service = String::with_capacity(
+        namespace.map_or(0, |n| n.len() + 1) + version.map_or(0, |v| v.len() + 1) + name.len(),
+    );
+    for part in [namespace, version].into_iter().flatten() {
+        service.push_str(part);
+        service.push('.');
+    }
+    service.push_str(name);
     Some(Wanted { service, endpoint })
 }
 
@@ -155,10 +171,17 @@ fn is_name(part: &str) -> bool {
 
 /// `say-hello`, `say_hello`, `sayHello` → `SayHello`; `None` for non-names.
 fn camel(segment: &str) -> Option<String> {
+    let mut out = String::with_capacity(segment.len());
+    push_camel(&mut out, segment)?;
+    Some(out)
+}
+
+/// Appends `segment` in CamelCase to `out`; `None` for non-names.
+fn push_camel(out: &mut String, segment: &str) -> Option<()> {
     if !is_name(segment) {
         return None;
     }
-    let mut out = String::with_capacity(segment.len());
+    let before = out.len();
     let mut upper = true;
     for c in segment.chars() {
         if c == '-' || c == '_' {
@@ -170,7 +193,7 @@ fn camel(segment: &str) -> Option<String> {
             out.push(c);
         }
     }
-    (!out.is_empty()).then_some(out)
+    (out.len() > before).then_some(())
 }
 
 /// `SayHello` → `say-hello`.

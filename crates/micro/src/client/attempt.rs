@@ -1,7 +1,6 @@
 //! One attempt of a call on one node: the request of the client's wrapper point,
 //! and the transport that sends it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,12 +8,11 @@ use std::task::{Context, Poll};
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::{check_head, http_error, read_unary, ID, USER_AGENT};
+use super::{check_head, http1, http_error_text, read_unary, ID, USER_AGENT};
 use crate::codec::Format;
 use crate::registry::Node;
 use crate::server::RawReply;
@@ -100,49 +98,11 @@ pub(crate) struct TransportInner {
     pub(crate) max_body: usize,
     /// Time to connect to an `http-json` node.
     pub(crate) dial_timeout: std::time::Duration,
-    /// Idle HTTP/1.1 connections to `http-json` nodes, by address.
-    pub(crate) http1_idle: Http1Idle,
+    /// Idle HTTP/1.1 connections to `http-json` nodes, by thread and address.
+    pub(crate) http1_idle: http1::Pool,
     /// Unary JSON calls to micro services go over HTTP/1.1 too
     /// ([`ClientBuilder::json_over_http1`](super::ClientBuilder::json_over_http1)).
     pub(crate) json_over_http1: bool,
-}
-
-/// A connection to an `http-json` node.
-pub(crate) type Http1Sender = hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>;
-
-/// Idle connections kept per `http-json` node (and thread).
-const HTTP1_IDLE_PER_NODE: usize = 64;
-
-/// Idle HTTP/1.1 connections by the thread that dialed them, then by address.
-///
-/// A connection is driven by a task on the runtime thread that dialed it; a
-/// call made on that thread reuses it without waking another thread (with a
-/// single-threaded runtime per core, as the API gateway runs, a call never
-/// leaves its core).
-#[derive(Default)]
-pub(crate) struct Http1Idle(
-    std::sync::Mutex<HashMap<std::thread::ThreadId, HashMap<String, Vec<Http1Sender>>>>,
-);
-
-impl Http1Idle {
-    fn pop(&self, address: &str) -> Option<Http1Sender> {
-        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get_mut(&std::thread::current().id())?
-            .get_mut(address)?
-            .pop()
-    }
-
-    fn push(&self, address: String, sender: Http1Sender) {
-        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let senders = idle
-            .entry(std::thread::current().id())
-            .or_default()
-            .entry(address)
-            .or_default();
-        if senders.len() < HTTP1_IDLE_PER_NODE {
-            senders.push(sender);
-        }
-    }
 }
 
 /// Deadlines further away than this are not sent to `http-json` nodes.
@@ -219,7 +179,9 @@ impl Transport {
         let node = attempt.node.clone();
         let streams = attempt.streams;
         let req = self.request(attempt)?;
-        let rsp = self.send(&node.address, req).await?;
+        // Boxed: the HTTP/2 exchange's state would otherwise make every attempt's
+        // future (HTTP/1.1 ones too) that large.
+        let rsp = Box::pin(self.send(&node.address, req)).await?;
         if streams {
             check_head(&rsp)?;
             let frames = frame::FrameStream::new(rsp.into_body(), self.0.max_body)
@@ -236,8 +198,8 @@ impl Transport {
     /// `Micro-Endpoint` header and the JSON body (NDJSON lines for several
     /// messages); the answer is the JSON body, NDJSON lines for a stream, or the
     /// shared error JSON with its status.
-    async fn attempt_http_json(&self, attempt: Attempt) -> Result<RawReply, Error> {
-        let address = attempt.node.address.clone();
+    async fn attempt_http_json(&self, mut attempt: Attempt) -> Result<RawReply, Error> {
+        let address = attempt.node.address.as_str();
         if attempt.format != Format::Json {
             return Err(Error::not_implemented(
                 ID,
@@ -249,152 +211,134 @@ impl Transport {
                 ),
             ));
         }
-        // The framed request message(s), unframed and joined as lines.
-        let framed = attempt
-            .body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        let mut buf = bytes::BytesMut::from(framed);
-        let mut payload = bytes::BytesMut::new();
-        while let Some(message) = frame::decode_frame(&mut buf, self.0.max_body)? {
-            if !payload.is_empty() {
-                payload.extend_from_slice(b"\n");
+        let body = std::mem::replace(&mut attempt.body, Body::Empty);
+        let payload = json_lines(body, self.0.max_body).await?;
+        let head = self.http_json_head(&attempt, address, payload.len());
+        let unavailable = |e: &dyn fmt::Display| {
+            Error::service_unavailable(ID, format!("calling {address}: {e}"))
+        };
+        // An idle connection first; one the node closed meanwhile (nothing came
+        // back) is replaced by a fresh one: the node never saw the request.
+        let reused = self.0.http1_idle.take(address);
+        let was_reused = reused.is_some();
+        let mut conn = match reused {
+            Some(conn) => conn,
+            None => self.dial_http1(address).await?,
+        };
+        let answer_head = match conn.exchange(&head, &payload).await {
+            Ok(head) => head,
+            Err(http1::Failure::ClosedBeforeAnswer(_)) if was_reused => {
+                conn = self.dial_http1(address).await?;
+                match conn.exchange(&head, &payload).await {
+                    Ok(head) => head,
+                    Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
+                    Err(http1::Failure::Error(e)) => return Err(e),
+                }
             }
-            payload.extend_from_slice(&message);
+            Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
+            Err(http1::Failure::Error(e)) => return Err(e),
+        };
+        if answer_head.status != 200 {
+            // The shared error JSON (capped: an error is never that long).
+            let (answer, _) = conn.read_body(&answer_head, ERROR_BODY_MAX).await?;
+            let status =
+                http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+            return Err(http_error_text(status, &answer.body));
         }
-        let payload = payload.freeze();
-        let mut headers = http::HeaderMap::new();
-        attempt.metadata.write_headers(&mut headers);
-        if let Ok(host) = HeaderValue::from_str(&address) {
-            headers.insert(header::HOST, host);
+        let max = self.0.max_body;
+        if attempt.streams {
+            let body = Box::pin(conn.into_body_stream(&answer_head, max)?);
+            return Ok(RawReply::Stream(ndjson_lines(body, max).boxed()));
         }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        if let Ok(v) = HeaderValue::from_str(&attempt.endpoint) {
-            headers.insert("micro-endpoint", v);
+        let (answer, reusable) = conn.read_body(&answer_head, max).await?;
+        if reusable {
+            self.0.http1_idle.put(address, conn);
         }
+        Ok(RawReply::One(answer.body))
+    }
+
+    /// The request head of an `http-json` call: the attempt's metadata, then the
+    /// transport's own headers. No `User-Agent`: every header costs the node a
+    /// parse and a map entry per call (as a reverse proxy, nginx adds none either).
+    fn http_json_head(&self, attempt: &Attempt, address: &str, body_len: usize) -> Vec<u8> {
         let remaining = attempt.deadline.saturating_duration_since(Instant::now());
         // A stream with no deadline of its own runs under a year-long one; telling
         // the node that (31535999999ms) only overflows its timers (JavaScript's
         // are 32-bit): beyond a day, send no timeout at all.
-        if remaining <= NO_TIMEOUT_BEYOND {
-            if let Ok(v) = HeaderValue::from_str(&format!("{}ms", remaining.as_millis().max(1))) {
-                headers.insert("timeout", v);
-            }
-        }
-        if let Some(from) = &self.0.from_service {
-            if !headers.contains_key("micro-from-service") {
-                headers.insert("micro-from-service", from.clone());
-            }
-        }
-        let make = || {
-            let mut req = Request::new(Full::new(payload.clone()));
-            *req.method_mut() = Method::POST;
-            *req.uri_mut() = http::Uri::from_static("/");
-            *req.headers_mut() = headers.clone();
-            req
-        };
-        let unavailable = |e: &dyn fmt::Display| {
-            Error::service_unavailable(ID, format!("calling {address}: {e}"))
-        };
-        // An idle connection first; one the node closed meanwhile is replaced by a
-        // fresh one (the request was not processed).
-        let (mut sender, rsp) = match self.idle_http1(&address).await {
-            Some(mut sender) => match sender.send_request(make()).await {
-                Ok(rsp) => (sender, rsp),
-                Err(e) if !(e.is_canceled() || e.is_closed()) => return Err(unavailable(&e)),
-                Err(_) => {
-                    let mut sender = self.dial_http1(&address).await?;
-                    let rsp = sender
-                        .send_request(make())
-                        .await
-                        .map_err(|e| unavailable(&e))?;
-                    (sender, rsp)
-                }
-            },
-            None => {
-                let mut sender = self.dial_http1(&address).await?;
-                let rsp = sender
-                    .send_request(make())
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                (sender, rsp)
-            }
-        };
-        let reusable = !rsp
-            .headers()
-            .get(header::CONNECTION)
+        let from_service = self
+            .0
+            .from_service
+            .as_ref()
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if rsp.status() != http::StatusCode::OK {
-            let status = rsp.status();
-            return Err(http_error(status, rsp.into_body()).await);
-        }
-        let max = self.0.max_body;
-        if attempt.streams {
-            return Ok(RawReply::Stream(ndjson_lines(rsp.into_body(), max).boxed()));
-        }
-        let body = http_body_util::Limited::new(rsp.into_body(), max)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    Error::payload_too_large(
-                        ID,
-                        format!("response is over the limit of {max} bytes"),
-                    )
-                } else {
-                    unavailable(&e)
-                }
-            })?;
-        if reusable && sender.ready().await.is_ok() {
-            self.0.http1_idle.push(address, sender);
-        }
-        Ok(RawReply::One(body.to_bytes()))
-    }
-
-    /// An idle connection to `address` that is still open.
-    async fn idle_http1(&self, address: &str) -> Option<Http1Sender> {
-        loop {
-            let mut sender = self.0.http1_idle.pop(address)?;
-            if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Some(sender);
+            .filter(|_| attempt.metadata.get("micro-from-service").is_none());
+        let mut head = http1::RequestHead::post_root();
+        for (name, value) in attempt.metadata.iter() {
+            if !crate::metadata::is_transport_header(name) {
+                head.header(name, value);
             }
         }
+        head.header("host", address);
+        head.known_good("content-type", "application/json");
+        head.header("micro-endpoint", &attempt.endpoint);
+        if remaining <= NO_TIMEOUT_BEYOND {
+            head.timeout_ms(remaining.as_millis().max(1));
+        }
+        if let Some(from) = from_service {
+            head.header("micro-from-service", from);
+        }
+        head.finish(body_len)
     }
 
     /// A new HTTP/1.1 connection to `address`.
-    async fn dial_http1(&self, address: &str) -> Result<Http1Sender, Error> {
+    async fn dial_http1(&self, address: &str) -> Result<http1::Connection, Error> {
         let unavailable = |e: &dyn fmt::Display| {
             Error::service_unavailable(ID, format!("calling {address}: {e}"))
         };
-        let tcp =
-            tokio::time::timeout(self.0.dial_timeout, tokio::net::TcpStream::connect(address))
-                .await
-                .map_err(|_| unavailable(&"connect timed out"))?
-                .map_err(|e| unavailable(&e))?;
-        let _ = tcp.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        tokio::time::timeout(self.0.dial_timeout, http1::Connection::connect(address))
             .await
-            .map_err(|e| unavailable(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "http-json connection ended with an error");
-            }
-        });
-        Ok(sender)
+            .map_err(|_| unavailable(&"connect timed out"))?
+            .map_err(|e| unavailable(&e))
     }
+}
+
+/// The most of an error answer's body that is read.
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// The framed request message(s) of an attempt, unframed and joined as lines.
+async fn json_lines(body: Body, max: usize) -> Result<bytes::Bytes, Error> {
+    let framed = match body {
+        Body::Full(Some(framed)) => framed,
+        body => body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default(),
+    };
+    // The common case, one message: its bytes, without a copy.
+    if let Some(len) = frame::single_frame_len(&framed) {
+        if len > max {
+            return Err(Error::payload_too_large(
+                ID,
+                format!("the request is over the limit of {max} bytes"),
+            ));
+        }
+        return Ok(framed.slice(frame::HEADER_LEN..));
+    }
+    let mut buf = bytes::BytesMut::from(framed);
+    let mut payload = bytes::BytesMut::new();
+    while let Some(message) = frame::decode_frame(&mut buf, max)? {
+        if !payload.is_empty() {
+            payload.extend_from_slice(b"\n");
+        }
+        payload.extend_from_slice(&message);
+    }
+    Ok(payload.freeze())
 }
 
 /// The messages of an NDJSON body as they arrive; a line `{"error":{..}}` ends the
 /// stream with that error.
 fn ndjson_lines(
-    body: Incoming,
+    body: impl futures_util::Stream<Item = Result<bytes::Bytes, Error>> + Send + Unpin + 'static,
     max: usize,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, Error>> + Send + 'static {
     let state = (body, bytes::BytesMut::new(), false);
@@ -420,7 +364,7 @@ fn ndjson_lines(
                 );
                 return Some((Err(err), (body, bytes::BytesMut::new(), true)));
             }
-            match body.frame().await {
+            match body.next().await {
                 // End of body: flush the last line, if any.
                 None => {
                     return if buf.iter().all(u8::is_ascii_whitespace) {
@@ -430,15 +374,8 @@ fn ndjson_lines(
                         Some((line_message(line), (body, buf, true)))
                     };
                 }
-                Some(Err(e)) => {
-                    let err = Error::service_unavailable(ID, format!("reading stream: {e}"));
-                    return Some((Err(err), (body, bytes::BytesMut::new(), true)));
-                }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        buf.extend_from_slice(&data);
-                    }
-                }
+                Some(Err(e)) => return Some((Err(e), (body, bytes::BytesMut::new(), true))),
+                Some(Ok(data)) => buf.extend_from_slice(&data),
             }
         }
     })

@@ -34,6 +34,7 @@
 //! ```
 
 mod attempt;
+pub mod http1;
 mod options;
 mod retry;
 
@@ -652,10 +653,9 @@ impl Client {
         framed: Bytes,
         opts: &CallOptions,
     ) -> Result<Bytes, Error> {
-        match self
-            .dispatch(target, Payload::Replayable(framed), opts, false)
-            .await?
-        {
+        // Boxed: the attempts' state is large, and a caller's future that held it
+        // would copy it at every level it is awaited through.
+        match Box::pin(self.dispatch(target, Payload::Replayable(framed), opts, false)).await? {
             RawReply::One(bytes) => Ok(bytes),
             RawReply::Stream(_) => Err(Error::internal_server_error(
                 ID,
@@ -678,7 +678,7 @@ impl Client {
             None => Payload::Once(body),
         };
         let deadline = self.deadline(opts);
-        match self.dispatch(target, payload, opts, true).await? {
+        match Box::pin(self.dispatch(target, payload, opts, true)).await? {
             RawReply::Stream(s) => Ok(until_deadline(s, deadline, deadline_passed(&target))),
             RawReply::One(bytes) => {
                 Ok(futures_util::stream::once(async move { Ok(bytes) }).boxed())
@@ -720,7 +720,8 @@ impl Client {
         loop {
             let mut picked = None;
             let body = payload.body();
-            let once = async {
+            // Boxed, so that the timeout takes it without copying it.
+            let once = Box::pin(async {
                 let node = self.resolve(&target, opts, &mut tried, &mut picked).await?;
                 let attempt = Attempt {
                     service: service.clone(),
@@ -738,7 +739,7 @@ impl Client {
                     Some(wrapped) => layer::call_once(wrapped, attempt).await,
                     None => self.inner.transport.attempt(attempt).await,
                 }
-            };
+            });
             let result = tokio::time::timeout_at(deadline, once)
                 .await
                 .unwrap_or_else(|_| Err(deadline_passed(&target)));
@@ -812,11 +813,18 @@ fn check_head(rsp: &Response<Incoming>) -> Result<(), Error> {
 /// The error of a non-200 HTTP answer: the shared error JSON in its body, or one
 /// made of its status and text.
 async fn http_error(status: StatusCode, body: Incoming) -> Error {
-    let text = http_body_util::Limited::new(body, 64 * 1024)
+    let body = http_body_util::Limited::new(body, 64 * 1024)
         .collect()
         .await
-        .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+        .map(|c| c.to_bytes())
         .unwrap_or_default();
+    http_error_text(status, &body)
+}
+
+/// The error of a non-gRPC answer with `status`: the shared error JSON in `body`,
+/// or the status and text when the body is something else.
+fn http_error_text(status: StatusCode, body: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(body);
     let err = Error::parse(&text);
     if err.code() == 500 && status.as_u16() != 500 {
         return Error::new(

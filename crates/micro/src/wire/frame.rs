@@ -69,6 +69,13 @@ pub(crate) fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Byte
     Ok(Some(buf.split_to(len).freeze()))
 }
 
+/// The length of the one uncompressed message `framed` holds exactly, if it is that.
+pub(crate) fn single_frame_len(framed: &[u8]) -> Option<usize> {
+    let header: [u8; HEADER_LEN] = framed.get(..HEADER_LEN)?.try_into().ok()?;
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    (header[0] == 0 && framed.len() == HEADER_LEN + len).then_some(len)
+}
+
 /// Reads all of `body` (at most `max` payload bytes) and returns the single frame it
 /// must hold: the fast path of unary requests and responses.
 pub(crate) fn single_frame(mut data: BytesMut, max: usize) -> Result<Option<Bytes>, Error> {
