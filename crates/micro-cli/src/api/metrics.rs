@@ -15,8 +15,11 @@ const BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// By route, then by handler and status code.
-    series: Mutex<BTreeMap<String, BTreeMap<(&'static str, u16), Series>>>,
+    series: Mutex<BTreeMap<String, ByHandlerAndCode>>,
 }
+
+/// The series of one route, by handler and status code.
+type ByHandlerAndCode = BTreeMap<(&'static str, u16), Series>;
 
 #[derive(Debug, Default, Clone)]
 struct Series {

@@ -240,7 +240,10 @@ impl Transport {
         };
         if answer_head.status != 200 {
             // The shared error JSON (capped: an error is never that long).
-            let (answer, _) = conn.read_body(&answer_head, ERROR_BODY_MAX).await?;
+            let (answer, reusable) = conn.read_body(&answer_head, ERROR_BODY_MAX).await?;
+            if reusable {
+                self.0.http1_idle.put(address, conn);
+            }
             let status =
                 http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
             return Err(http_error_text(status, &answer.body));
