@@ -17,6 +17,7 @@ use std::io::{self, IoSlice};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
@@ -498,13 +499,31 @@ impl Connection {
     }
 }
 
+/// Idle connections are closed after this long unused, so that a node that went
+/// away does not keep sockets open in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the pool drops its expired connections (on a `put`).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// Idle connections by the thread that made them, then by node address.
 ///
 /// A connection belongs to the reactor of the runtime that dialed it; the API
 /// gateway runs one single-threaded runtime per worker thread, so a connection is
 /// reused only on its own thread, where a call never leaves its core.
 #[derive(Debug, Default)]
-pub(crate) struct Pool(Mutex<HashMap<ThreadId, HashMap<String, Vec<Connection>>>>);
+pub(crate) struct Pool(Mutex<PoolState>);
+
+#[derive(Debug, Default)]
+struct PoolState {
+    by_thread: HashMap<ThreadId, HashMap<String, Vec<Idle>>>,
+    swept_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: Connection,
+    since: Instant,
+}
 
 /// The calling thread's id, without `thread::current()`'s reference count.
 fn this_thread() -> ThreadId {
@@ -517,10 +536,10 @@ fn this_thread() -> ThreadId {
 impl Pool {
     /// An idle connection to `address` that is still open.
     pub(crate) fn take(&self, address: &str) -> Option<Connection> {
-        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let conns = idle.get_mut(&this_thread())?.get_mut(address)?;
-        while let Some(conn) = conns.pop() {
-            if conn.is_reusable() {
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = pool.by_thread.get_mut(&this_thread())?.get_mut(address)?;
+        while let Some(Idle { conn, since }) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_reusable() {
                 return Some(conn);
             }
         }
@@ -529,15 +548,48 @@ impl Pool {
 
     /// Keeps `conn` for the next call to `address` from this thread.
     pub(crate) fn put(&self, address: &str, conn: Connection) {
-        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let by_address = idle.entry(this_thread()).or_default();
-        let conns = match by_address.get_mut(address) {
-            Some(conns) => conns,
+        let now = Instant::now();
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool
+            .swept_at
+            .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
+        {
+            pool.sweep(now);
+        }
+        let by_address = pool.by_thread.entry(this_thread()).or_default();
+        let idle = match by_address.get_mut(address) {
+            Some(idle) => idle,
             None => by_address.entry(address.to_string()).or_default(),
         };
-        if conns.len() < IDLE_PER_NODE {
-            conns.push(conn);
+        if idle.len() < IDLE_PER_NODE {
+            idle.push(Idle { conn, since: now });
         }
+    }
+
+    /// The number of idle connections kept, on every thread.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pool.by_thread
+            .values()
+            .flat_map(|a| a.values())
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+impl PoolState {
+    /// Drops expired connections (of every thread: a thread that ended leaves its
+    /// connections behind) and the entries left empty.
+    fn sweep(&mut self, now: Instant) {
+        self.by_thread.retain(|_, by_address| {
+            by_address.retain(|_, idle| {
+                idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+                !idle.is_empty()
+            });
+            !by_address.is_empty()
+        });
+        self.swept_at = Some(now);
     }
 }
 
@@ -700,6 +752,41 @@ mod tests {
         }
         assert!(decoder.is_done());
         assert_eq!(body, b"hello world");
+    }
+
+    /// Connections unused for longer than the idle timeout are dropped, those of
+    /// nodes no call goes to any more included.
+    #[tokio::test]
+    async fn expired_idle_connections_are_dropped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepting = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let pool = Pool::default();
+        pool.put(&address, Connection::connect(&address).await.unwrap());
+        pool.put("gone:1", Connection::connect(&address).await.unwrap());
+        assert_eq!(pool.len(), 2);
+        // Back-date both, then let the next put sweep.
+        {
+            let mut state = pool.0.lock().unwrap();
+            let long_ago = Instant::now() - IDLE_TIMEOUT - SWEEP_EVERY;
+            for idle in state.by_thread.values_mut().flat_map(|a| a.values_mut()) {
+                idle.iter_mut().for_each(|i| i.since = long_ago);
+            }
+            state.swept_at = Some(long_ago);
+        }
+        assert!(
+            pool.take(&address).is_none(),
+            "an expired connection was reused"
+        );
+        pool.put(&address, Connection::connect(&address).await.unwrap());
+        assert_eq!(pool.len(), 1, "the gone node's connection was kept");
+        assert!(pool.take(&address).is_some());
+        accepting.abort();
     }
 
     #[test]
