@@ -292,6 +292,15 @@ impl BodyDecoder {
 
 /// Decodes a whole answer held in `bytes` (what a closed connection delivered):
 /// its status and body. For tests and the fuzz target.
+///
+/// ```
+/// use micro::client::http1::decode_answer;
+///
+/// let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+/// let (status, body) = decode_answer(answer, 1024)?;
+/// assert_eq!((status, &body[..]), (200, &b"{}"[..]));
+/// # Ok::<(), micro::Error>(())
+/// ```
 pub fn decode_answer(bytes: &[u8], max: usize) -> Result<(u16, Bytes), Error> {
     let head = parse_head(bytes)?.ok_or_else(|| bad_answer("its head is incomplete"))?;
     let mut buf = BytesMut::from(&bytes[head.len..]);
