@@ -90,16 +90,19 @@ step "Client libraries: Python and TypeScript against real binaries"
 ./clients/python/test.sh -q
 
 step "Benchmark smoke run (correctness of the bench harness, not a measurement)"
-cargo run --quiet -p bench-rpc -- --smoke
-cargo run --quiet -p bench-registry -- --smoke
-cargo run --quiet -p bench-broker -- --smoke
-cargo run --quiet -p bench-wrappers -- --smoke
-cargo run --quiet -p bench-proxy -- --smoke
+# The binaries of the workspace build above. `cargo run -p <bench>` would resolve
+# features for that one package and build micro and its dependencies once more.
+bin="${CARGO_TARGET_DIR:-target}/debug"
+"$bin/bench-rpc" --smoke
+"$bin/bench-registry" --smoke
+"$bin/bench-broker" --smoke
+"$bin/bench-wrappers" --smoke
+"$bin/bench-proxy" --smoke
 # Hosts and a 3-member etcd cluster from tests/cluster/harness.py (python3).
-cargo run --quiet -p bench-registry-etcd -- --smoke
-# The gateway bench drives the real binaries with wrk, against Debian's nginx.
+"$bin/bench-registry-etcd" --smoke
+# The gateway bench drives the real binaries (micro, greeter, next to it in
+# target/debug) with wrk, against Debian's nginx.
 bench/gateway/install.sh
-cargo build --quiet -p micro-cli -p greeter -p bench-gateway
-cargo run --quiet -p bench-gateway -- --smoke
+"$bin/bench-gateway" --smoke
 
 step "All tests passed"
