@@ -4,6 +4,7 @@
 //! lower case, which is also how HTTP/2 and gRPC carry them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -19,7 +20,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
-    entries: BTreeMap<String, String>,
+    /// Shared until changed: a call copies its metadata into every attempt, and a
+    /// gateway into every call, so a copy is a reference count, not a map.
+    entries: Arc<BTreeMap<String, String>>,
 }
 
 /// Headers that belong to the transport, not to the caller's metadata.
@@ -55,14 +58,13 @@ impl Metadata {
 
     /// Sets `key` to `value`, replacing an earlier value.
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl Into<String>) -> &mut Self {
-        self.entries
-            .insert(key.as_ref().to_ascii_lowercase(), value.into());
+        Arc::make_mut(&mut self.entries).insert(key.as_ref().to_ascii_lowercase(), value.into());
         self
     }
 
     /// Sets `key` only if it has no value yet.
     pub fn insert_if_absent(&mut self, key: impl AsRef<str>, value: impl Into<String>) {
-        self.entries
+        Arc::make_mut(&mut self.entries)
             .entry(key.as_ref().to_ascii_lowercase())
             .or_insert_with(|| value.into());
     }
@@ -80,7 +82,11 @@ impl Metadata {
 
     /// Removes `key` and returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        self.entries.remove(&key.to_ascii_lowercase())
+        let key = key.to_ascii_lowercase();
+        if !self.entries.contains_key(&key) {
+            return None; // no copy of a shared map for nothing
+        }
+        Arc::make_mut(&mut self.entries).remove(&key)
     }
 
     /// Number of entries.
@@ -104,8 +110,12 @@ impl Metadata {
             self.entries = other.entries.clone();
             return;
         }
+        if other.entries.is_empty() {
+            return;
+        }
+        let entries = Arc::make_mut(&mut self.entries);
         for (k, v) in other.iter() {
-            self.entries.insert(k.to_string(), v.to_string());
+            entries.insert(k.to_string(), v.to_string());
         }
     }
 
@@ -113,24 +123,26 @@ impl Metadata {
     /// transport's own (content type, timeouts, HTTP/2 pseudo-headers, …). Values that
     /// are not valid UTF-8 are skipped; repeated headers are joined with `,`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let mut md = Metadata::new();
+        let mut entries = BTreeMap::<String, String>::new();
         for (name, value) in headers {
             let key = name.as_str();
             if TRANSPORT_HEADERS.contains(&key) || key.starts_with(':') {
                 continue;
             }
             let Ok(value) = value.to_str() else { continue };
-            match md.entries.get_mut(key) {
+            match entries.get_mut(key) {
                 Some(existing) => {
                     existing.push(',');
                     existing.push_str(value);
                 }
                 None => {
-                    md.entries.insert(key.to_string(), value.to_string());
+                    entries.insert(key.to_string(), value.to_string());
                 }
             }
         }
-        md
+        Metadata {
+            entries: Arc::new(entries),
+        }
     }
 
     /// Writes the entries into `headers`, skipping keys or values that cannot be

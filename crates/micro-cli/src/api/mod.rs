@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod reply;
 pub mod request_json;
 pub mod resolve;
+pub mod resolved;
 pub mod routes;
 pub mod target;
 pub mod tls;

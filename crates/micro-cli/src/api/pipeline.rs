@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -27,6 +27,7 @@ use super::metrics::Metrics;
 use super::openapi::{self, RoutedEndpoint};
 use super::reply::{self, Body};
 use super::resolve::{self, ID};
+use super::resolved::{ByPath, Resolved};
 use super::routes::{RouteMatch, RouteRequest, Routes, RoutesWatcher};
 use super::target::{HandlerKind, Policy, Target};
 use super::{compress, cors, event, upstream, websocket, GatewayOptions};
@@ -47,6 +48,8 @@ pub struct Shared {
     upstream: upstream::UpstreamClient,
     /// The policy of requests no route names: the gateway's options.
     default_policy: Arc<Policy>,
+    /// Zero-config routing results, by path.
+    zero_config_paths: ByPath,
 }
 
 impl std::fmt::Debug for Shared {
@@ -61,14 +64,8 @@ impl std::fmt::Debug for Shared {
 /// What [`Shared::dispatch`] answers.
 type DispatchResult = Result<(Response<Body>, Option<Routed>), (Error, Option<Routed>)>;
 
-/// Where a routes-file route sends a request: target, policy, the service's
-/// records and the metrics label.
-type RoutedTo = (
-    Target,
-    Arc<Policy>,
-    Arc<Vec<micro::registry::Service>>,
-    String,
-);
+/// Where a request goes, and the policy on the way.
+type RoutedTo = (Arc<Resolved>, Arc<Policy>);
 
 /// What the routes file says about a request.
 enum ByFile {
@@ -85,7 +82,7 @@ enum ByFile {
 /// Where a request was routed, for the answer's decoration, metrics and the log.
 struct Routed {
     /// The metrics label: the route, or the zero-config service and endpoint.
-    label: String,
+    label: Arc<str>,
     handler: &'static str,
     policy: Arc<Policy>,
 }
@@ -111,6 +108,7 @@ impl Shared {
             limits: RouteLimits::default(),
             upstream: upstream::client(),
             default_policy,
+            zero_config_paths: ByPath::default(),
             options,
         }
     }
@@ -123,11 +121,11 @@ impl Shared {
     ) -> Response<Body> {
         let started = Instant::now();
         let request_id = request_id(req.headers());
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            req.headers_mut().insert(REQUEST_ID, v);
-        }
+        req.headers_mut().insert(REQUEST_ID, request_id.clone());
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        // The path outlives the request only for the access log.
+        let access_log = tracing::enabled!(target: "micro::api::access", tracing::Level::INFO);
+        let path = access_log.then(|| req.uri().path().to_string());
         // Only what the answer's decoration needs, not a copy of every header.
         let mut origin = http::HeaderMap::new();
         if let Some(o) = req.headers().get(header::ORIGIN) {
@@ -143,24 +141,22 @@ impl Shared {
         if wants_gzip {
             rsp = Box::pin(gzip_whole(rsp)).await;
         }
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            rsp.headers_mut().insert(REQUEST_ID, v);
-        }
+        rsp.headers_mut().insert(REQUEST_ID, request_id.clone());
         let took = started.elapsed();
         let (label, handler) = routed
             .as_ref()
-            .map_or(("unrouted", "none"), |r| (r.label.as_str(), r.handler));
+            .map_or(("unrouted", "none"), |r| (&*r.label, r.handler));
         self.metrics
             .record(label, handler, rsp.status().as_u16(), took);
         tracing::info!(
             target: "micro::api::access",
             %peer,
             %method,
-            path,
+            path = path.as_deref().unwrap_or(""),
             status = rsp.status().as_u16(),
             micros = took.as_micros() as u64,
             route = label,
-            request_id,
+            request_id = request_id.to_str().unwrap_or(""),
             "request"
         );
         rsp
@@ -186,7 +182,7 @@ impl Shared {
             }
             (_, "/rpc") if self.options.enable_rpc => {
                 let routed = Routed {
-                    label: "/rpc".into(),
+                    label: Arc::from("/rpc"),
                     handler: "rpc",
                     policy: self.default_policy.clone(),
                 };
@@ -207,7 +203,7 @@ impl Shared {
             Some(watcher) => Box::pin(self.route_by_file(&watcher.current(), &req)).await,
             None => ByFile::ZeroConfig,
         };
-        let (target, policy, records, label) = match by_file {
+        let (resolved, policy) = match by_file {
             ByFile::Answered(rsp, routed) => return Ok((rsp, routed)),
             ByFile::Failed(e) => return Err((e, None)),
             ByFile::To(routed) => routed,
@@ -216,18 +212,13 @@ impl Shared {
                 return Ok((cors::preflight(policy.cors.as_ref(), req.headers()), None));
             }
             ByFile::ZeroConfig => {
-                let (target, policy, records) = self.zero_config(&req).await.map_err(unrouted)?;
-                let label = format!(
-                    "{} {}",
-                    target.service,
-                    target.endpoint.as_deref().unwrap_or("")
-                );
-                (target, policy, records, label)
+                let resolved = self.zero_config(&req).await.map_err(unrouted)?;
+                (resolved, self.fallback_policy())
             }
         };
         let routed = Routed {
-            label,
-            handler: target.handler.name(),
+            label: resolved.label.clone(),
+            handler: resolved.target.handler.name(),
             policy: policy.clone(),
         };
         if preflight {
@@ -237,7 +228,7 @@ impl Shared {
         // Boxed: hyper moves every request's future into place, and so does each
         // level that awaits another; one box here saves copying this state at
         // every level above it.
-        match Box::pin(self.serve(req, peer, target, &policy, &records, &routed.label)).await {
+        match Box::pin(self.serve(req, peer, &resolved, &policy)).await {
             Ok(rsp) => Ok((rsp, Some(routed))),
             Err(e) => Err((e, Some(routed))),
         }
@@ -276,7 +267,12 @@ impl Shared {
                 {
                     target.handler = HandlerKind::Stream;
                 }
-                ByFile::To((target, matched.policy, records, matched.route.to_string()))
+                let resolved = Resolved {
+                    target,
+                    records,
+                    label: matched.route.to_string().into(),
+                };
+                ByFile::To((Arc::new(resolved), matched.policy))
             }
             RouteMatch::MethodNotAllowed {
                 allow,
@@ -284,7 +280,7 @@ impl Shared {
                 policy,
             } => {
                 let routed = Routed {
-                    label: route.to_string(),
+                    label: route.to_string().into(),
                     handler: "none",
                     policy: policy.clone(),
                 };
@@ -357,12 +353,17 @@ impl Shared {
         Ok(reply::json(StatusCode::OK, doc.to_string()))
     }
 
-    /// Zero-config routing: the path names the service and endpoint.
-    async fn zero_config(
-        &self,
-        req: &Request<Incoming>,
-    ) -> Result<(Target, Arc<Policy>, Arc<Vec<micro::registry::Service>>), Error> {
+    /// Zero-config routing: the path names the service and endpoint. What a path
+    /// resolved to is kept while its service's records stay the same.
+    async fn zero_config(&self, req: &Request<Incoming>) -> Result<Arc<Resolved>, Error> {
         let path = req.uri().path();
+        if let Some(kept) = self.zero_config_paths.get(path) {
+            let records = self.catalog.service(&kept.target.service).await?;
+            if kept.is_from(&records) {
+                check_zero_config_method(req.method(), path)?;
+                return Ok(kept);
+            }
+        }
         let namespace = self.options.namespace.as_deref();
         let wanted = resolve::parse_path(path, namespace).ok_or_else(|| {
             Error::not_found(
@@ -380,27 +381,26 @@ impl Shared {
             Vec::new()
         };
         let endpoint = resolve::check(&wanted, &records, &known)?;
-        if !matches!(*req.method(), Method::GET | Method::POST) {
-            return Err(Error::method_not_allowed(
-                ID,
-                format!(
-                    "{} {path}: call endpoints with POST (a JSON body) or GET (query parameters)",
-                    req.method()
-                ),
-            ));
-        }
+        check_zero_config_method(req.method(), path)?;
         let handler = if call::streams(&records, &endpoint) {
             HandlerKind::Stream
         } else {
             HandlerKind::Rpc
         };
+        let label = format!("{} {endpoint}", wanted.service).into();
         let target = Target {
             handler,
             service: wanted.service,
             endpoint: Some(endpoint),
             ..Target::default()
         };
-        Ok((target, self.fallback_policy(), records))
+        let resolved = Arc::new(Resolved {
+            target,
+            records,
+            label,
+        });
+        self.zero_config_paths.put(path, resolved.clone());
+        Ok(resolved)
     }
 
     /// Auth, rate limit, then the target's handler.
@@ -408,15 +408,14 @@ impl Shared {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        target: Target,
+        resolved: &Resolved,
         policy: &Policy,
-        records: &[micro::registry::Service],
-        label: &str,
     ) -> Result<Response<Body>, Error> {
+        let (target, records) = (&resolved.target, resolved.records.as_slice());
         let mut metadata = Metadata::from_headers(req.headers());
-        self.authorize(&target, policy, &mut metadata)?;
+        self.authorize(target, policy, &mut metadata)?;
         if let Some(limit) = &policy.rate_limit {
-            self.limits.check(label, limit)?;
+            self.limits.check(&resolved.label, limit)?;
         }
         let max_body = policy.body_limit.unwrap_or(self.options.max_body);
         match target.handler {
@@ -457,11 +456,11 @@ impl Shared {
                     options,
                 };
                 if let Some(req) = upgrade {
-                    websocket::stream(req, &target, &endpoint, call)
+                    websocket::stream(req, target, &endpoint, call)
                 } else if target.handler == HandlerKind::Stream {
-                    Box::pin(call::stream(&target, &endpoint, call, format)).await
+                    Box::pin(call::stream(target, &endpoint, call, format)).await
                 } else {
-                    call::unary(&target, &endpoint, call).await
+                    call::unary(target, &endpoint, call).await
                 }
             }
             HandlerKind::Event => {
@@ -478,7 +477,7 @@ impl Shared {
             // The reverse proxy's futures are large: boxed, they do not make
             // every request's future (rpc ones too) that large.
             HandlerKind::Web if upstream::is_websocket(req.headers()) => {
-                Box::pin(upstream::websocket(req, records, &target, peer)).await
+                Box::pin(upstream::websocket(req, records, target, peer)).await
             }
             HandlerKind::Http | HandlerKind::Web => {
                 let (parts, body) = req.into_parts();
@@ -487,7 +486,7 @@ impl Shared {
                     &self.upstream,
                     Request::from_parts(parts, body),
                     records,
-                    &target,
+                    target,
                     peer,
                 ))
                 .await
@@ -547,7 +546,7 @@ impl Shared {
             return Err(too_large(limit));
         }
         let timeout = self.options.body_timeout;
-        let mut collect = std::pin::pin!(Limited::new(req.into_body(), limit).collect());
+        let mut collect = std::pin::pin!(whole_body(req.into_body(), limit));
         // A body that came with the head needs no timer.
         let first = std::future::poll_fn(|cx| {
             std::task::Poll::Ready(std::future::Future::poll(collect.as_mut(), cx))
@@ -564,14 +563,12 @@ impl Shared {
                 }
             },
         };
-        match collected {
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-            Err(e) => Err(Error::bad_request(
-                ID,
-                format!("reading the request body: {e}"),
-            )),
-            Ok(collected) => Ok(collected.to_bytes()),
-        }
+        collected.map_err(|failure| match failure {
+            BodyFailure::TooLarge => too_large(limit),
+            BodyFailure::Read(e) => {
+                Error::bad_request(ID, format!("reading the request body: {e}"))
+            }
+        })
     }
 
     /// `POST /rpc` with `{service, endpoint, request, address}`.
@@ -628,6 +625,54 @@ impl Shared {
     }
 }
 
+/// Why a request body could not be read whole.
+enum BodyFailure {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// The data of `body`, up to `limit` bytes. A body that comes as one frame (most
+/// do) is passed on as it is; several are joined.
+async fn whole_body(body: Incoming, limit: usize) -> Result<Bytes, BodyFailure> {
+    let mut body = std::pin::pin!(body);
+    let mut whole = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyFailure::Read)?.into_data() else {
+            continue; // trailers: not part of the request
+        };
+        len += data.len();
+        if len > limit {
+            return Err(BodyFailure::TooLarge);
+        }
+        if let Some(joined) = joined.as_mut() {
+            joined.extend_from_slice(&data);
+        } else if whole.is_empty() {
+            whole = data;
+        } else {
+            let mut both = BytesMut::with_capacity(len);
+            both.extend_from_slice(&whole);
+            both.extend_from_slice(&data);
+            joined = Some(both);
+        }
+    }
+    Ok(joined.map_or(whole, BytesMut::freeze))
+}
+
+/// Zero-config routes are called with POST (a JSON body) or GET (the query).
+fn check_zero_config_method(method: &Method, path: &str) -> Result<(), Error> {
+    if matches!(*method, Method::GET | Method::POST) {
+        return Ok(());
+    }
+    Err(Error::method_not_allowed(
+        ID,
+        format!(
+            "{method} {path}: call endpoints with POST (a JSON body) or GET (query parameters)"
+        ),
+    ))
+}
+
 fn too_large(limit: usize) -> Error {
     Error::payload_too_large(ID, format!("the request body is larger than {limit} bytes"))
 }
@@ -649,13 +694,17 @@ fn check_head<B>(req: &Request<B>, options: &GatewayOptions) -> Result<(), Error
 }
 
 /// The caller's request id when it is a sane one, else a new one.
-fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(crate::proxy::client::new_id)
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    let sane = |v: &&HeaderValue| {
+        let v = v.as_bytes();
+        !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
+    };
+    match headers.get(REQUEST_ID).filter(sane) {
+        Some(given) => given.clone(),
+        // An id is ASCII: always a valid header value.
+        None => HeaderValue::from_maybe_shared(Bytes::from(crate::proxy::client::new_id()))
+            .unwrap_or_else(|_| HeaderValue::from_static("-")),
+    }
 }
 
 /// A whole (not streamed) answer gzipped; streams pass untouched.

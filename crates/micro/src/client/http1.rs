@@ -69,9 +69,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Error> {
     let mut skipped = 0;
     loop {
         let rest = &buf[skipped..];
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut rsp = httparse::Response::new(&mut headers);
-        let len = match rsp.parse(rest) {
+        // Left uninitialised: httparse writes the ones it parses (a cleared array
+        // of 100 would cost more than parsing a small answer).
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut rsp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut rsp,
+            rest,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(bad_answer(format!(
@@ -638,16 +645,33 @@ impl RequestHead {
 
     /// Adds `timeout: <ms>ms`.
     pub(crate) fn timeout_ms(&mut self, ms: u128) {
-        use std::io::Write as _;
-        let _ = write!(self.0, "timeout: {ms}ms\r\n");
+        self.0.extend_from_slice(b"timeout: ");
+        push_decimal(&mut self.0, u64::try_from(ms).unwrap_or(u64::MAX));
+        self.0.extend_from_slice(b"ms\r\n");
     }
 
     /// The head, ended by the body's length.
     pub(crate) fn finish(mut self, body_len: usize) -> Vec<u8> {
-        use std::io::Write as _;
-        let _ = write!(self.0, "content-length: {body_len}\r\n\r\n");
+        self.0.extend_from_slice(b"content-length: ");
+        push_decimal(&mut self.0, body_len as u64);
+        self.0.extend_from_slice(b"\r\n\r\n");
         self.0
     }
+}
+
+/// Appends `n` in decimal (without the formatting machinery: two per call).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20]; // u64::MAX has 20
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn bad_answer(why: impl std::fmt::Display) -> Error {
@@ -668,6 +692,15 @@ mod tests {
 
     fn ok(bytes: &[u8]) -> (u16, Bytes) {
         decode_answer(bytes, 1024).unwrap()
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 99, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]

@@ -595,7 +595,7 @@ impl Client {
     }
 
     /// The node of one attempt: the pinned address, or a node the selector picks
-    /// (kept in `picked` for [`Client::mark`], and noted in `tried`).
+    /// (kept in `picked` for [`Client::mark`]) among those not `tried` yet.
     async fn resolve(
         &self,
         target: &Target<'_>,
@@ -634,7 +634,6 @@ impl Client {
         }
         let selected = self.inner.selector.select(target.service, select).await?;
         let node = selected.node().clone();
-        tried.push(node.id.clone());
         *picked = Some(selected);
         Ok(node)
     }
@@ -743,6 +742,10 @@ impl Client {
             let result = tokio::time::timeout_at(deadline, once)
                 .await
                 .unwrap_or_else(|_| Err(deadline_passed(&target)));
+            // A retry goes to another node than this one.
+            if let (Err(_), Some(selected)) = (&result, &picked) {
+                tried.push(selected.node().id.clone());
+            }
             self.mark(&target, picked, &result);
             let err = match result {
                 Ok(reply) => return Ok(reply),
