@@ -600,7 +600,7 @@ impl Client {
         &self,
         target: &Target<'_>,
         opts: &CallOptions,
-        tried: &mut Vec<String>,
+        tried: &[String],
         picked: &mut Option<Selected>,
     ) -> Result<Arc<Node>, Error> {
         if let Some(address) = &opts.address {
@@ -721,7 +721,7 @@ impl Client {
             let body = payload.body();
             // Boxed, so that the timeout takes it without copying it.
             let once = Box::pin(async {
-                let node = self.resolve(&target, opts, &mut tried, &mut picked).await?;
+                let node = self.resolve(&target, opts, &tried, &mut picked).await?;
                 let attempt = Attempt {
                     service: service.clone(),
                     endpoint: endpoint.clone(),
