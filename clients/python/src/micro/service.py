@@ -113,13 +113,15 @@ class Service:
         """Starts, serves until SIGINT (Ctrl-C) or SIGTERM, then stops gracefully
         (deregistering first). Signals are caught only when called from the main
         thread; elsewhere it serves until :meth:`stop` is called."""
-        self.start()
         stopped = threading.Event()
         previous = {}
+        # Caught before the service registers: once others can see it, a signal
+        # must stop it gracefully, not interrupt the start half way.
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: stopped.set())
         try:
+            self.start()
             # Wakes up now and then: signal handlers run only between waits.
             while not stopped.wait(0.2) and self._thread is not None:
                 pass

@@ -187,15 +187,16 @@ class Service:
     async def run(self) -> None:
         """Starts, serves until SIGINT or SIGTERM (or until the task running it is
         cancelled), then stops gracefully."""
-        await self.start()
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         signals = []
+        # Caught before the service registers, as in the blocking Service.run.
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stopped.set)
                 signals.append(sig)
         try:
+            await self.start()
             await stopped.wait()
         finally:
             for sig in signals:
