@@ -210,6 +210,90 @@ def test_oversized_heads_are_refused(server, greeter):
     assert head.startswith("HTTP/1.1 431"), head
 
 
+def read_answers(sock, count):
+    """`count` HTTP/1.1 answers read off `sock`: [(status line, headers, body)]."""
+    data, answers = b"", []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in data:
+            more = sock.recv(65536)
+            assert more, f"closed after {len(answers)} answers: {data!r}"
+            data += more
+        head, data = data.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in data:
+                    data += sock.recv(65536)
+                size, data = data.split(b"\r\n", 1)
+                size = int(size, 16)
+                while len(data) < size + 2:
+                    data += sock.recv(65536)
+                body, data = body + data[:size], data[size + 2:]
+                if size == 0:
+                    break
+        else:
+            length = int(headers.get("content-length", "0"))
+            while len(data) < length:
+                more = sock.recv(65536)
+                assert more, "closed mid-body"
+                data += more
+            body, data = data[:length], data[length:]
+        if lines[0].split()[1] != "100":
+            answers.append((lines[0], headers, body))
+    return answers
+
+
+def test_http11_connections(server, greeter):
+    """Kept-alive connections, pipelined requests, a body that comes after its
+    head, and the requests the gateway hands to its general HTTP server (HTTP/1.0,
+    chunked and large bodies, Expect) on the same connection as plain ones."""
+    wait_routable(server)
+    hello = b'{"name":"John"}'
+    post = (b"POST /greeter/hello HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 15\r\n\r\n" + hello)
+    greeting = {"message": "Hello John"}
+    with socket.create_connection(("127.0.0.1", server.api_port), timeout=WAIT) as s:
+        # Three pipelined in one write, answered in order, each with a date.
+        s.sendall(post + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post)
+        answers = read_answers(s, 3)
+        assert [a[0] for a in answers] == ["HTTP/1.1 200 OK"] * 3
+        assert json.loads(answers[0][2]) == greeting and json.loads(answers[2][2]) == greeting
+        assert json.loads(answers[1][2]) == {"status": "ok"}
+        assert all("date" in a[1] and "x-request-id" in a[1] for a in answers)
+        # The body a moment after its head.
+        s.sendall(post[:-len(hello)])
+        time.sleep(0.3)
+        s.sendall(hello)
+        assert json.loads(read_answers(s, 1)[0][2]) == greeting
+        # A chunked body: served (by hyper from here on), and so is what follows.
+        s.sendall(b"POST /greeter/hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\n{\"nam\r\na\r\ne\":\"John\"}\r\n0\r\n\r\n" + post)
+        answers = read_answers(s, 2)
+        assert [json.loads(a[2]) for a in answers] == [greeting, greeting]
+        # Connection: close is answered, then the connection ends.
+        s.sendall(post.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        (status, headers, body), = read_answers(s, 1)
+        assert status == "HTTP/1.1 200 OK" and headers.get("connection") == "close"
+        assert s.recv(10) == b""
+    for first in (
+        b"GET /health HTTP/1.0\r\n\r\n",
+        b"POST /greeter/hello HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 15\r\n\r\n" + hello,
+        # Over the size read with the head (64 KiB): streamed to the handler.
+        b"POST /greeter/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 80011\r\n\r\n"
+        + b'{"name":"' + b"J" * 80000 + b'"}',
+    ):
+        with socket.create_connection(("127.0.0.1", server.api_port), timeout=WAIT) as s:
+            s.sendall(first)
+            status, _, body = read_answers(s, 1)[0]
+            assert status.split()[1] == "200", (first[:60], status, body[:200])
+            if first.startswith(b"GET /health HTTP/1.0"):
+                continue  # HTTP/1.0 closes by default
+            s.sendall(post)
+            assert json.loads(read_answers(s, 1)[0][2]) == greeting
+
+
 def test_a_stream_over_websocket(server, greeter):
     """A streaming endpoint over WebSocket: the query is the request, each message
     is a text frame, the end a close 1000; a failure is an error frame and 1011."""

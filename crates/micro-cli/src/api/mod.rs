@@ -27,11 +27,13 @@ pub mod catalog;
 pub mod compress;
 pub mod cors;
 pub mod event;
+pub mod h1;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod pipeline;
 pub mod reply;
+pub mod request_body;
 pub mod request_json;
 pub mod resolve;
 pub mod resolved;
@@ -178,6 +180,15 @@ impl Gateway {
             .max_buf_size(options.max_header_bytes.max(8192));
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        // Plain HTTP/1.1 requests are served by the gateway's own loop (h1), the
+        // rest by hyper; both finish what is in flight when the gateway stops.
+        let stop = Arc::new(h1::Stop::default());
+        let limits = Arc::new(h1::Limits {
+            header_timeout: options.header_timeout,
+            body_timeout: options.body_timeout,
+            max_header_bytes: options.max_header_bytes.max(8192),
+        });
+        let (lane_open, mut lanes_closed) = tokio::sync::mpsc::channel::<()>(1);
         let mut workers = workers::Workers::start(options.workers).map_err(|e| {
             Error::internal_server_error(
                 resolve::ID,
@@ -200,8 +211,10 @@ impl Gateway {
                             }
                         };
                         let shared = self.shared.clone();
-                        let svc = service_fn(move |req| {
+                        let lane = (shared.clone(), limits.clone(), stop.clone(), lane_open.clone());
+                        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                             let shared = shared.clone();
+                            let req = req.map(request_body::RequestBody::Streamed);
                             async move { Ok::<_, Infallible>(shared.handle(req, peer).await) }
                         });
                         let builder = builder.clone();
@@ -218,8 +231,15 @@ impl Gateway {
                             };
                             let served = match tls {
                                 None => {
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                    watcher.watch(conn.into_owned()).await
+                                    let (shared, limits, stop, _open) = lane;
+                                    match h1::serve(stream, peer, &shared, &limits, &stop).await {
+                                        Ok(()) => Ok(()),
+                                        Err(handover) => {
+                                            let io = TokioIo::new(handover.into_io());
+                                            let conn = builder.serve_connection_with_upgrades(io, svc);
+                                            watcher.watch(conn.into_owned()).await
+                                        }
+                                    }
                                 }
                                 Some(tls) => {
                                     // A client that never finishes its handshake is dropped.
@@ -252,7 +272,12 @@ impl Gateway {
             }
         }
         drop(listener);
-        if tokio::time::timeout(self.shared.options.drain_timeout, graceful.shutdown())
+        stop.stop();
+        drop(lane_open);
+        let drained = async {
+            tokio::join!(graceful.shutdown(), lanes_closed.recv());
+        };
+        if tokio::time::timeout(self.shared.options.drain_timeout, drained)
             .await
             .is_err()
         {

@@ -11,7 +11,6 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use micro::broker::Broker;
 use micro::client::CallOptions;
 use micro::registry::Registry;
@@ -26,6 +25,7 @@ use super::limits::RouteLimits;
 use super::metrics::Metrics;
 use super::openapi::{self, RoutedEndpoint};
 use super::reply::{self, Body};
+use super::request_body::RequestBody;
 use super::resolve::{self, ID};
 use super::resolved::{ByPath, Resolved};
 use super::routes::{RouteMatch, RouteRequest, Routes, RoutesWatcher};
@@ -116,7 +116,7 @@ impl Shared {
     /// Answers one request; never fails (errors are answers).
     pub(super) async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -164,7 +164,7 @@ impl Shared {
 
     /// Routes and serves a request; an error carries where it was routed, if it got
     /// that far.
-    async fn dispatch(&self, req: Request<Incoming>, peer: SocketAddr) -> DispatchResult {
+    async fn dispatch(&self, req: Request<RequestBody>, peer: SocketAddr) -> DispatchResult {
         let unrouted = |e: Error| (e, None);
         check_head(&req, &self.options).map_err(unrouted)?;
         let path = req.uri().path();
@@ -235,7 +235,7 @@ impl Shared {
     }
 
     /// Routing by the routes file.
-    async fn route_by_file(&self, routes: &Routes, req: &Request<Incoming>) -> ByFile {
+    async fn route_by_file(&self, routes: &Routes, req: &Request<RequestBody>) -> ByFile {
         let host = req
             .headers()
             .get(header::HOST)
@@ -355,7 +355,7 @@ impl Shared {
 
     /// Zero-config routing: the path names the service and endpoint. What a path
     /// resolved to is kept while its service's records stay the same.
-    async fn zero_config(&self, req: &Request<Incoming>) -> Result<Arc<Resolved>, Error> {
+    async fn zero_config(&self, req: &Request<RequestBody>) -> Result<Arc<Resolved>, Error> {
         let path = req.uri().path();
         if let Some(kept) = self.zero_config_paths.get(path) {
             let records = self.catalog.service(&kept.target.service).await?;
@@ -406,7 +406,7 @@ impl Shared {
     /// Auth, rate limit, then the target's handler.
     async fn serve(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         resolved: &Resolved,
         policy: &Policy,
@@ -536,7 +536,7 @@ impl Shared {
     }
 
     /// The whole body, up to `limit` bytes (413) and within the body timeout (408).
-    async fn read_body(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, Error> {
+    async fn read_body(&self, req: Request<RequestBody>, limit: usize) -> Result<Bytes, Error> {
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -565,6 +565,7 @@ impl Shared {
         };
         collected.map_err(|failure| match failure {
             BodyFailure::TooLarge => too_large(limit),
+            BodyFailure::Answer(e) => e,
             BodyFailure::Read(e) => {
                 Error::bad_request(ID, format!("reading the request body: {e}"))
             }
@@ -572,7 +573,7 @@ impl Shared {
     }
 
     /// `POST /rpc` with `{service, endpoint, request, address}`.
-    async fn rpc_endpoint(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    async fn rpc_endpoint(&self, req: Request<RequestBody>) -> Result<Response<Body>, Error> {
         if req.method() != Method::POST {
             return Err(Error::method_not_allowed(
                 ID,
@@ -628,18 +629,30 @@ impl Shared {
 /// Why a request body could not be read whole.
 enum BodyFailure {
     TooLarge,
-    Read(hyper::Error),
+    /// The server that read the body answers with this (a 408).
+    Answer(Error),
+    Read(micro::BoxError),
 }
 
 /// The data of `body`, up to `limit` bytes. A body that comes as one frame (most
 /// do) is passed on as it is; several are joined.
-async fn whole_body(body: Incoming, limit: usize) -> Result<Bytes, BodyFailure> {
+async fn whole_body(mut body: RequestBody, limit: usize) -> Result<Bytes, BodyFailure> {
+    if let Some(whole) = body.take_whole() {
+        return match whole.len() > limit {
+            true => Err(BodyFailure::TooLarge),
+            false => Ok(whole),
+        };
+    }
     let mut body = std::pin::pin!(body);
     let mut whole = Bytes::new();
     let mut joined: Option<BytesMut> = None;
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(BodyFailure::Read)?.into_data() else {
+        let frame = frame.map_err(|e| match e.downcast::<Error>() {
+            Ok(answer) => BodyFailure::Answer(*answer),
+            Err(e) => BodyFailure::Read(e),
+        })?;
+        let Ok(data) = frame.into_data() else {
             continue; // trailers: not part of the request
         };
         len += data.len();

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use micro::registry::Service;
@@ -160,7 +159,7 @@ pub async fn forward(
 /// Passes a WebSocket upgrade to a node and, once both sides have switched
 /// protocols, copies bytes both ways until either closes.
 pub async fn websocket(
-    mut req: Request<Incoming>,
+    mut req: Request<super::request_body::RequestBody>,
     records: &[Service],
     target: &Target,
     peer: SocketAddr,

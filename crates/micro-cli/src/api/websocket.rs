@@ -7,7 +7,6 @@
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use micro::codec::Format;
 use micro::server::{MethodKind, RawBody, RawReply};
@@ -25,7 +24,7 @@ use super::target::Target;
 
 /// Accepts the upgrade (101) and streams the call's answers over the socket.
 pub fn stream(
-    mut req: Request<Incoming>,
+    mut req: Request<super::request_body::RequestBody>,
     target: &Target,
     endpoint: &str,
     call: Call<'_>,

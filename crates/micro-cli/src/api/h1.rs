@@ -1,0 +1,687 @@
+//! The gateway's own HTTP/1.1 server, for the requests that are nearly all of its
+//! traffic: a head, a body of known length, an answer, on a kept-alive
+//! connection. It reads into one buffer per connection, parses the head in place
+//! and writes each answer with one call: per request, about a third of the work
+//! hyper's general server does (bench/gateway/README.md).
+//!
+//! Everything else is hyper's: at the first request this server does not take
+//! (HTTP/2, HTTP/1.0, an upgrade, `Expect`, a chunked or large body, `HEAD`, or a
+//! head that does not parse or is too large), the connection, with what was read
+//! of it, goes to hyper for the rest of its life. hyper then also gives the
+//! malformed ones their 400 or 431.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use super::pipeline::Shared;
+use super::reply::Body;
+use super::request_body::RequestBody;
+use super::resolve::ID;
+
+/// Request bodies up to this size are read with the head; larger ones are
+/// streamed by hyper.
+pub const MAX_WHOLE_BODY: usize = 64 * 1024;
+
+/// Headers a request may have here (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+
+/// Answers up to this size are copied behind their head and sent with it.
+const COPY_BODY_UP_TO: usize = 16 * 1024;
+
+/// What a connection's loop needs besides the request handler.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time for a whole head, from when the connection waits for one.
+    pub header_timeout: Duration,
+    /// Time for the rest of a body, and for each write of an answer.
+    pub body_timeout: Duration,
+    /// A head larger than this goes to hyper (which answers 431).
+    pub max_header_bytes: usize,
+}
+
+/// Tells connections to finish: each ends after the answer it is writing, or at
+/// once when it is waiting for a request.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopping: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// Stops every connection (those that start later, too).
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A connection that hyper serves from here on: what was read of it first, then
+/// the socket.
+#[derive(Debug)]
+pub struct Handover {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+/// What parsing the start of the buffer found.
+#[derive(Debug, PartialEq)]
+enum Parsed {
+    /// A head this server takes: `len` bytes, then a body of `body_len`.
+    Plain(Head),
+    /// Not all of the head yet.
+    Partial,
+    /// A request (or something) for hyper.
+    Other,
+}
+
+/// A head this server takes: where its parts are in the buffer.
+#[derive(Debug, PartialEq)]
+struct Head {
+    len: usize,
+    body_len: usize,
+    keep_alive: bool,
+    method: Method,
+    target: Span,
+    headers: Vec<(Span, Span)>,
+}
+
+/// Where a part of the head is: `start..end` of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Span(usize, usize);
+
+impl Span {
+    fn of(part: &[u8], within: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - within.as_ptr() as usize;
+        Span(start, start + part.len())
+    }
+}
+
+/// Whether the buffer starts with a head this server takes. `spans` is the
+/// connection's own list, reused from request to request.
+fn parse(buf: &[u8], mut spans: Vec<(Span, Span)>) -> Parsed {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("POST") => Method::POST,
+        Some("PUT") => Method::PUT,
+        Some("PATCH") => Method::PATCH,
+        Some("DELETE") => Method::DELETE,
+        Some("OPTIONS") => Method::OPTIONS,
+        _ => return Parsed::Other,
+    };
+    let (Some(1), Some(target)) = (req.version, req.path) else {
+        return Parsed::Other;
+    };
+    spans.clear();
+    let mut body_len = None;
+    let mut keep_alive = true;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        spans.push((Span::of(name, buf), Span::of(h.value, buf)));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = match std::str::from_utf8(h.value).ok().map(str::parse::<usize>) {
+                Some(Ok(n)) if body_len.is_none() && h.value.iter().all(u8::is_ascii_digit) => n,
+                _ => return Parsed::Other, // two lengths, or not a number
+            };
+            body_len = Some(n);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Other;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return Parsed::Other;
+        }
+    }
+    match body_len.unwrap_or(0) {
+        n if n > MAX_WHOLE_BODY => Parsed::Other,
+        n => Parsed::Plain(Head {
+            len,
+            body_len: n,
+            keep_alive,
+            method,
+            target: Span::of(target.as_bytes(), buf),
+            headers: spans,
+        }),
+    }
+}
+
+/// The request of `head` (whose bytes are `bytes`), with `body`. `None` when a
+/// part does not make an `http` type (hyper answers those).
+fn request(head: &Head, bytes: &Bytes, body: RequestBody) -> Option<Request<RequestBody>> {
+    let at = |Span(start, end): Span| bytes.slice(start..end);
+    let mut built = Request::new(body);
+    *built.method_mut() = head.method.clone();
+    *built.uri_mut() = Uri::from_maybe_shared(at(head.target)).ok()?;
+    *built.version_mut() = Version::HTTP_11;
+    let map = built.headers_mut();
+    map.reserve(head.headers.len());
+    for &(name, value) in &head.headers {
+        let name = HeaderName::from_bytes(&bytes[name.0..name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(at(value)).ok()?;
+        map.append(name, value);
+    }
+    Some(built)
+}
+
+/// Serves `stream` until the client closes it, it times out, or the gateway
+/// stops; hands it to hyper (`Err`) at the first request that is not plain.
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    limits: &Limits,
+    stop: &Stop,
+) -> Result<(), Handover> {
+    let handover = |buf: BytesMut, stream| {
+        Err(Handover {
+            read: buf.freeze(),
+            stream,
+        })
+    };
+    let stopped = stop.notify.notified();
+    let mut stopped = std::pin::pin!(stopped);
+    stopped.as_mut().enable();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(1024);
+    // One timer for the connection's life, moved only when it fires early: a
+    // deadline per request costs no timer of its own.
+    let mut timer = Box::pin(tokio::time::sleep(limits.header_timeout));
+    let mut spans = Vec::new();
+    loop {
+        // A head.
+        let deadline = Instant::now() + limits.header_timeout;
+        let head = loop {
+            match parse(&buf, std::mem::take(&mut spans)) {
+                Parsed::Plain(head) => break head,
+                Parsed::Other => return handover(buf, stream),
+                Parsed::Partial if buf.len() >= limits.max_header_bytes => {
+                    return handover(buf, stream)
+                }
+                Parsed::Partial => {}
+            }
+            if buf.is_empty() && stop.is_stopping() {
+                return Ok(());
+            }
+            let interruptible = buf.is_empty().then_some(stopped.as_mut());
+            match read(
+                &mut stream,
+                &mut buf,
+                deadline,
+                timer.as_mut(),
+                interruptible,
+            )
+            .await
+            {
+                Read::More => {}
+                Read::Closed | Read::TimedOut | Read::Stopped => return Ok(()),
+            }
+        };
+        // Its body.
+        let wanted = head.len + head.body_len;
+        let mut body_failed = None;
+        if buf.len() < wanted {
+            let deadline = Instant::now() + limits.body_timeout;
+            buf.reserve(wanted - buf.len());
+            while buf.len() < wanted {
+                match read(&mut stream, &mut buf, deadline, timer.as_mut(), None).await {
+                    Read::More => {}
+                    Read::Closed | Read::Stopped => return Ok(()),
+                    Read::TimedOut => {
+                        body_failed = Some(micro::Error::timeout(
+                            ID,
+                            format!(
+                                "the request body did not arrive within {:?}",
+                                limits.body_timeout
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        let head_bytes = buf.split_to(head.len).freeze();
+        let body = buf.split_to(head.body_len.min(buf.len())).freeze();
+        let keep_alive = head.keep_alive && body_failed.is_none();
+        let body = match body_failed {
+            None => RequestBody::whole(body),
+            Some(e) => RequestBody::Failed(Some(e)),
+        };
+        let Some(req) = request(&head, &head_bytes, body) else {
+            // A header value or target that `http` refuses: hyper answers it.
+            let mut read = BytesMut::with_capacity(head_bytes.len() + buf.len());
+            read.extend_from_slice(&head_bytes);
+            read.extend_from_slice(&buf);
+            return handover(read, stream);
+        };
+        spans = head.headers;
+        // The answer.
+        let rsp = shared.handle(req, peer).await;
+        let keep_alive = keep_alive && !stop.is_stopping();
+        let write_deadline = Instant::now() + limits.body_timeout;
+        let written = write_answer(
+            &mut stream,
+            &mut out,
+            rsp,
+            keep_alive,
+            (write_deadline, limits.body_timeout),
+            timer.as_mut(),
+        )
+        .await;
+        if written.is_err() || !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+impl Handover {
+    /// The connection for hyper: what was read, then the socket.
+    pub fn into_io(self) -> Prefixed {
+        Prefixed {
+            read: self.read,
+            stream: self.stream,
+        }
+    }
+}
+
+/// How waiting for bytes ended.
+enum Read {
+    More,
+    Closed,
+    TimedOut,
+    Stopped,
+}
+
+/// Reads what the client sent next into `buf`, until `deadline`; `stopped`
+/// (when waiting between requests) ends the wait when the gateway stops.
+async fn read(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    mut timer: Pin<&mut Sleep>,
+    mut stopped: Option<Pin<&mut tokio::sync::futures::Notified<'_>>>,
+) -> Read {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4 * 1024);
+    }
+    loop {
+        tokio::select! {
+            biased;
+            n = stream.read_buf(buf) => return match n {
+                Ok(0) | Err(_) => Read::Closed,
+                Ok(_) => Read::More,
+            },
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return Read::TimedOut;
+                }
+                timer.as_mut().reset(deadline);
+            }
+            () = async { stopped.as_mut().expect("checked").as_mut().await }, if stopped.is_some() => {
+                return Read::Stopped;
+            }
+        }
+    }
+}
+
+/// Writes `rsp`: its head, then its body with a known length (copied behind
+/// the head when small) or chunked as its frames come (a stream).
+async fn write_answer(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    rsp: Response<Body>,
+    keep_alive: bool,
+    (deadline, write_timeout): (Instant, Duration),
+    mut timer: Pin<&mut Sleep>,
+) -> io::Result<()> {
+    let (parts, mut body) = rsp.into_parts();
+    let status = parts.status;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let length = body.size_hint().exact();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        // The framing and the connection's fate are this server's to say.
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "keep-alive"
+        ) {
+            continue;
+        }
+        has_date |= name == http::header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        date::now(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if bodiless {
+        out.extend_from_slice(b"\r\n");
+        return write_all(stream, out, deadline, timer).await;
+    }
+    let Some(length) = length else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+        write_all(stream, out, deadline, timer.as_mut()).await?;
+        return write_chunks(stream, out, body, write_timeout, timer).await;
+    };
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, length);
+    out.extend_from_slice(b"\r\n\r\n");
+    let mut sent = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        sent += data.len() as u64;
+        if sent > length {
+            return Err(io::Error::other("the body is longer than its length"));
+        }
+        if out.len() + data.len() <= COPY_BODY_UP_TO {
+            out.extend_from_slice(&data);
+        } else {
+            write_all(stream, out, deadline, timer.as_mut()).await?;
+            out.clear();
+            write_all(stream, &data, deadline, timer.as_mut()).await?;
+        }
+    }
+    if sent != length {
+        // The client would wait for the rest: end the connection instead.
+        return Err(io::Error::other("the body is shorter than its length"));
+    }
+    if !out.is_empty() {
+        write_all(stream, out, deadline, timer).await?;
+    }
+    Ok(())
+}
+
+/// A streamed body, one chunk per frame as it comes (each has its own deadline).
+async fn write_chunks(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    mut body: Body,
+    write_timeout: Duration,
+    mut timer: Pin<&mut Sleep>,
+) -> io::Result<()> {
+    while let Some(frame) = body.frame().await {
+        // A failed stream ends without its last chunk: the client sees it cut.
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        out.clear();
+        push_hex(out, data.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&data);
+        out.extend_from_slice(b"\r\n");
+        write_all(stream, out, Instant::now() + write_timeout, timer.as_mut()).await?;
+    }
+    write_all(stream, b"0\r\n\r\n", Instant::now() + write_timeout, timer).await
+}
+
+/// Writes all of `bytes` by `deadline` (a client that stops reading is cut off).
+async fn write_all(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    deadline: Instant,
+    mut timer: Pin<&mut Sleep>,
+) -> io::Result<()> {
+    let mut write = std::pin::pin!(stream.write_all(bytes));
+    loop {
+        tokio::select! {
+            biased;
+            written = write.as_mut() => return written,
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn push_hex(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The `Date` of answers, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static NOW: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+
+    /// Appends the current date (`Tue, 24 Nov 2026 19:24:07 GMT`).
+    pub fn now(out: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        NOW.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            if cached.0 != secs || cached.1.is_empty() {
+                *cached = (secs, httpdate::fmt_http_date(now));
+            }
+            out.extend_from_slice(cached.1.as_bytes());
+        });
+    }
+}
+
+/// A connection handed to hyper: the bytes read before, then the socket's.
+#[derive(Debug)]
+pub struct Prefixed {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(buf: &[u8]) -> Head {
+        match parse(buf, Vec::new()) {
+            Parsed::Plain(head) => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_requests_are_taken() {
+        let post = b"POST /greeter/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n{\"name\":\"John\"}";
+        let h = head(post);
+        assert_eq!(
+            (h.len, h.body_len, h.keep_alive),
+            (post.len() - 15, 15, true)
+        );
+        assert_eq!(
+            (h.method, &post[h.target.0..h.target.1]),
+            (Method::POST, &b"/greeter/hello"[..])
+        );
+        assert_eq!(h.headers.len(), 2);
+        let get = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+        let h = head(get);
+        assert_eq!((h.len, h.body_len, h.keep_alive), (get.len(), 0, false));
+        assert_eq!(
+            parse(b"GET /health HTTP/1.1\r\nHost:", Vec::new()),
+            Parsed::Partial
+        );
+        assert_eq!(parse(b"", Vec::new()), Parsed::Partial);
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        for head in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\n\r\n",
+            b"CONNECT x:1 HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x00", // a TLS hello
+        ] {
+            assert_eq!(
+                parse(head, Vec::new()),
+                Parsed::Other,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_is_built_from_the_head_in_place() {
+        let bytes = Bytes::from_static(
+            b"POST /greeter/hello?x=1 HTTP/1.1\r\nHost: example\r\nX-Request-Id: abc\r\nx-two: 1\r\nx-two: 2\r\n\r\n",
+        );
+        let body = RequestBody::whole(Bytes::from_static(b"{}"));
+        let req = request(&head(&bytes), &bytes, body).expect("builds");
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/greeter/hello");
+        assert_eq!(req.uri().query(), Some("x=1"));
+        assert_eq!(req.headers()["host"], "example");
+        assert_eq!(req.headers()["x-request-id"], "abc");
+        assert_eq!(req.headers().get_all("x-two").iter().count(), 2);
+        assert_eq!(req.body().size_hint().exact(), Some(2));
+    }
+
+    #[test]
+    fn numbers() {
+        let mut out = Vec::new();
+        push_decimal(&mut out, 0);
+        out.push(b' ');
+        push_decimal(&mut out, 1234);
+        out.push(b' ');
+        push_hex(&mut out, 0);
+        out.push(b' ');
+        push_hex(&mut out, 0x1f2e);
+        assert_eq!(out, b"0 1234 0 1f2e");
+    }
+}
