@@ -189,7 +189,8 @@ fn request(head: &Head, bytes: &Bytes, body: RequestBody) -> Option<Request<Requ
     *built.uri_mut() = Uri::from_maybe_shared(at(head.target)).ok()?;
     *built.version_mut() = Version::HTTP_11;
     let map = built.headers_mut();
-    map.reserve(head.headers.len());
+    // Room for the request id the pipeline adds: no growing (and rehashing).
+    map.reserve(head.headers.len() + 1);
     for &(name, value) in &head.headers {
         let name = HeaderName::from_bytes(&bytes[name.0..name.1]).ok()?;
         let value = HeaderValue::from_maybe_shared(at(value)).ok()?;

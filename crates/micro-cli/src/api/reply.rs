@@ -27,8 +27,11 @@ pub fn empty() -> Body {
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut rsp = Response::new(full(body));
     *rsp.status_mut() = status;
-    rsp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The type, and room for what the pipeline adds (request id, CORS) without
+    // growing the map.
+    let headers = rsp.headers_mut();
+    headers.reserve(4);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     rsp
 }
 
