@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target of the API gateway (the routes-file parser, the
-# zero-config path resolver and the client's HTTP/1.1 answer decoder) for a
-# bounded time: FUZZ_SECONDS each (default 20).
+# zero-config path resolver, the client's HTTP/1.1 answer decoder and the
+# gateway's own HTTP/1.1 head parser) for a bounded time: FUZZ_SECONDS each
+# (default 20).
 # Installs cargo-fuzz when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../crates/micro-cli/fuzz"
@@ -26,7 +27,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-for target in routes_parse resolve_path http1_answer; do
+for target in routes_parse resolve_path http1_answer h1_head; do
   echo "==> fuzzing $target for ${seconds}s"
   # A crash or an assertion failure stops the run with the input saved under
   # artifacts/$target/; rerun it with `cargo +nightly fuzz run $target <file>`

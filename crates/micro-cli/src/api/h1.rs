@@ -199,6 +199,34 @@ fn request(head: &Head, bytes: &Bytes, body: RequestBody) -> Option<Request<Requ
     Some(built)
 }
 
+/// What the loop makes of a buffer that starts with a request: `Ok(Some((request,
+/// body length)))` for a complete head it serves itself (the request's body is
+/// empty here), `Ok(None)` while the head is incomplete, `Err(())` when hyper
+/// takes the connection. For tests and the fuzz target; the loop reuses its
+/// buffers instead.
+///
+/// ```
+/// use micro_cli::api::h1::read_head;
+///
+/// let (req, body_len) = read_head(b"POST /greeter/hello HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+///     .unwrap()
+///     .unwrap();
+/// assert_eq!((req.uri().path(), body_len), ("/greeter/hello", 2));
+/// assert!(matches!(read_head(b"POST /greeter/hello HTTP/1.1\r\n"), Ok(None)));
+/// assert!(read_head(b"GET / HTTP/1.0\r\n\r\n").is_err());
+/// ```
+#[allow(clippy::result_unit_err)]
+pub fn read_head(buf: &[u8]) -> Result<Option<(Request<RequestBody>, usize)>, ()> {
+    let head = match parse(buf, Vec::new()) {
+        Parsed::Plain(head) => head,
+        Parsed::Partial => return Ok(None),
+        Parsed::Other => return Err(()),
+    };
+    let bytes = Bytes::copy_from_slice(&buf[..head.len]);
+    let req = request(&head, &bytes, RequestBody::whole(Bytes::new())).ok_or(())?;
+    Ok(Some((req, head.body_len)))
+}
+
 /// Serves `stream` until the client closes it, it times out, or the gateway
 /// stops; hands it to hyper (`Err`) at the first request that is not plain.
 pub async fn serve(
