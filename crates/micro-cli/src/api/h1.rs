@@ -10,6 +10,7 @@
 //! of it, goes to hyper for the rest of its life. hyper then also gives the
 //! malformed ones their 400 or 431.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -249,7 +250,8 @@ pub async fn serve(
     let mut out = Vec::with_capacity(1024);
     // One timer for the connection's life, moved only when it fires early: a
     // deadline per request costs no timer of its own.
-    let mut timer = Box::pin(tokio::time::sleep(limits.header_timeout));
+    let mut deadlines = Deadlines::new(limits.header_timeout);
+    let mut notice_polled = false;
     let mut spans = Vec::new();
     loop {
         // A head.
@@ -266,12 +268,16 @@ pub async fn serve(
             if buf.is_empty() && stop.is_stopping() {
                 return Ok(());
             }
-            let interruptible = buf.is_empty().then_some(stopped.as_mut());
+            let interruptible = buf.is_empty().then(|| StopNotice {
+                stop,
+                notified: stopped.as_mut(),
+                polled: &mut notice_polled,
+            });
             match read(
                 &mut stream,
                 &mut buf,
                 deadline,
-                timer.as_mut(),
+                &mut deadlines,
                 interruptible,
             )
             .await
@@ -287,7 +293,7 @@ pub async fn serve(
             let deadline = Instant::now() + limits.body_timeout;
             buf.reserve(wanted - buf.len());
             while buf.len() < wanted {
-                match read(&mut stream, &mut buf, deadline, timer.as_mut(), None).await {
+                match read(&mut stream, &mut buf, deadline, &mut deadlines, None).await {
                     Read::More => {}
                     Read::Closed | Read::Stopped => return Ok(()),
                     Read::TimedOut => {
@@ -328,7 +334,7 @@ pub async fn serve(
             rsp,
             keep_alive,
             (write_deadline, limits.body_timeout),
-            timer.as_mut(),
+            &mut deadlines,
         )
         .await;
         if written.is_err() || !keep_alive {
@@ -355,36 +361,102 @@ enum Read {
     Stopped,
 }
 
+/// The connection's one timer. It is polled (and so holds the task's waker) only
+/// when armed anew; later waits see that it fired with `is_elapsed`, which costs
+/// nothing, since the task it wakes is this connection's.
+struct Deadlines {
+    timer: Pin<Box<Sleep>>,
+    holds_waker: bool,
+}
+
+impl Deadlines {
+    fn new(first: Duration) -> Self {
+        Deadlines {
+            timer: Box::pin(tokio::time::sleep(first)),
+            holds_waker: false,
+        }
+    }
+
+    /// Ready once `deadline` has passed; a timer that fired earlier (it was set
+    /// for an earlier wait) is moved to `deadline`.
+    fn poll_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        if self.holds_waker && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        loop {
+            if self.timer.is_elapsed() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(());
+                }
+                self.timer.as_mut().reset(deadline);
+            }
+            match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => {
+                    self.holds_waker = true;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// The gateway's stop, as a connection waiting for a request watches it. Polled
+/// once, the notice keeps the task's waker; after that the flag of [`Stop`]
+/// says whether it came.
+struct StopNotice<'a, 'n> {
+    stop: &'a Stop,
+    notified: Pin<&'a mut tokio::sync::futures::Notified<'n>>,
+    polled: &'a mut bool,
+}
+
 /// Reads what the client sent next into `buf`, until `deadline`; `stopped`
 /// (when waiting between requests) ends the wait when the gateway stops.
 async fn read(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     deadline: Instant,
-    mut timer: Pin<&mut Sleep>,
-    mut stopped: Option<Pin<&mut tokio::sync::futures::Notified<'_>>>,
+    deadlines: &mut Deadlines,
+    stopped: Option<StopNotice<'_, '_>>,
 ) -> Read {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4 * 1024);
     }
-    loop {
-        tokio::select! {
-            biased;
-            n = stream.read_buf(buf) => return match n {
-                Ok(0) | Err(_) => Read::Closed,
-                Ok(_) => Read::More,
-            },
-            () = timer.as_mut() => {
-                if Instant::now() >= deadline {
-                    return Read::TimedOut;
-                }
-                timer.as_mut().reset(deadline);
+    let mut stopped = stopped;
+    std::future::poll_fn(|cx| loop {
+        match stream.try_read_buf(buf) {
+            Ok(0) => return Poll::Ready(Read::Closed),
+            Ok(_) => return Poll::Ready(Read::More),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Poll::Ready(Read::Closed),
+        }
+        match stream.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => continue,
+            Poll::Ready(Err(_)) => return Poll::Ready(Read::Closed),
+            Poll::Pending => {}
+        }
+        if deadlines.poll_passed(cx, deadline).is_ready() {
+            return Poll::Ready(Read::TimedOut);
+        }
+        if let Some(StopNotice {
+            stop,
+            notified,
+            polled,
+        }) = stopped.as_mut()
+        {
+            if stop.is_stopping() {
+                return Poll::Ready(Read::Stopped);
             }
-            () = async { stopped.as_mut().expect("checked").as_mut().await }, if stopped.is_some() => {
-                return Read::Stopped;
+            if !**polled {
+                **polled = true;
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Read::Stopped);
+                }
             }
         }
-    }
+        return Poll::Pending;
+    })
+    .await
 }
 
 /// Writes `rsp`: its head, then its body with a known length (copied behind
@@ -395,7 +467,7 @@ async fn write_answer(
     rsp: Response<Body>,
     keep_alive: bool,
     (deadline, write_timeout): (Instant, Duration),
-    mut timer: Pin<&mut Sleep>,
+    deadlines: &mut Deadlines,
 ) -> io::Result<()> {
     let (parts, mut body) = rsp.into_parts();
     let status = parts.status;
@@ -434,12 +506,12 @@ async fn write_answer(
     }
     if bodiless {
         out.extend_from_slice(b"\r\n");
-        return write_all(stream, out, deadline, timer).await;
+        return write_all(stream, out, deadline, deadlines).await;
     }
     let Some(length) = length else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-        write_all(stream, out, deadline, timer.as_mut()).await?;
-        return write_chunks(stream, out, body, write_timeout, timer).await;
+        write_all(stream, out, deadline, deadlines).await?;
+        return write_chunks(stream, out, body, write_timeout, deadlines).await;
     };
     out.extend_from_slice(b"content-length: ");
     push_decimal(out, length);
@@ -457,9 +529,9 @@ async fn write_answer(
         if out.len() + data.len() <= COPY_BODY_UP_TO {
             out.extend_from_slice(&data);
         } else {
-            write_all(stream, out, deadline, timer.as_mut()).await?;
+            write_all(stream, out, deadline, deadlines).await?;
             out.clear();
-            write_all(stream, &data, deadline, timer.as_mut()).await?;
+            write_all(stream, &data, deadline, deadlines).await?;
         }
     }
     if sent != length {
@@ -467,7 +539,7 @@ async fn write_answer(
         return Err(io::Error::other("the body is shorter than its length"));
     }
     if !out.is_empty() {
-        write_all(stream, out, deadline, timer).await?;
+        write_all(stream, out, deadline, deadlines).await?;
     }
     Ok(())
 }
@@ -478,7 +550,7 @@ async fn write_chunks(
     out: &mut Vec<u8>,
     mut body: Body,
     write_timeout: Duration,
-    mut timer: Pin<&mut Sleep>,
+    deadlines: &mut Deadlines,
 ) -> io::Result<()> {
     while let Some(frame) = body.frame().await {
         // A failed stream ends without its last chunk: the client sees it cut.
@@ -494,31 +566,41 @@ async fn write_chunks(
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&data);
         out.extend_from_slice(b"\r\n");
-        write_all(stream, out, Instant::now() + write_timeout, timer.as_mut()).await?;
+        write_all(stream, out, Instant::now() + write_timeout, deadlines).await?;
     }
-    write_all(stream, b"0\r\n\r\n", Instant::now() + write_timeout, timer).await
+    write_all(
+        stream,
+        b"0\r\n\r\n",
+        Instant::now() + write_timeout,
+        deadlines,
+    )
+    .await
 }
 
 /// Writes all of `bytes` by `deadline` (a client that stops reading is cut off).
 async fn write_all(
     stream: &mut TcpStream,
-    bytes: &[u8],
+    mut bytes: &[u8],
     deadline: Instant,
-    mut timer: Pin<&mut Sleep>,
+    deadlines: &mut Deadlines,
 ) -> io::Result<()> {
-    let mut write = std::pin::pin!(stream.write_all(bytes));
-    loop {
-        tokio::select! {
-            biased;
-            written = write.as_mut() => return written,
-            () = timer.as_mut() => {
-                if Instant::now() >= deadline {
-                    return Err(io::ErrorKind::TimedOut.into());
+    std::future::poll_fn(|cx| {
+        while !bytes.is_empty() {
+            match Pin::new(&mut *stream).poll_write(cx, bytes) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => bytes = &bytes[n..],
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    return match deadlines.poll_passed(cx, deadline) {
+                        Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                        Poll::Pending => Poll::Pending,
+                    }
                 }
-                timer.as_mut().reset(deadline);
             }
         }
-    }
+        Poll::Ready(Ok(()))
+    })
+    .await
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {

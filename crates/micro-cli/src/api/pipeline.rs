@@ -33,7 +33,7 @@ use super::target::{HandlerKind, Policy, Target};
 use super::{compress, cors, event, upstream, websocket, GatewayOptions};
 
 /// The header that carries a request's id, end to end.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What every request works with.
 pub struct Shared {
@@ -712,7 +712,7 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         let v = v.as_bytes();
         !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
     };
-    match headers.get(REQUEST_ID).filter(sane) {
+    match headers.get(&REQUEST_ID).filter(sane) {
         Some(given) => given.clone(),
         // An id is ASCII: always a valid header value.
         None => HeaderValue::from_maybe_shared(Bytes::from(crate::proxy::client::new_id()))
