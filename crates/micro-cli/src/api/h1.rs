@@ -268,7 +268,7 @@ pub async fn serve(
             if buf.is_empty() && stop.is_stopping() {
                 return Ok(());
             }
-            let interruptible = buf.is_empty().then(|| StopNotice {
+            let interruptible = buf.is_empty().then_some(StopNotice {
                 stop,
                 notified: stopped.as_mut(),
                 polled: &mut notice_polled,
