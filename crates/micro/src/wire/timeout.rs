@@ -55,12 +55,36 @@ pub(crate) fn format_grpc_timeout(d: Duration) -> String {
 /// Parses micro's HTTP `Timeout` header: a duration as in DESIGN.md (`30` seconds,
 /// or `500ms`, `2s`, `1m`).
 pub(crate) fn parse_http_timeout(value: &str) -> Option<Duration> {
-    crate::options::parse_duration(value.trim()).ok()
+    let value = value.trim();
+    // What micro's clients send (`29998ms`), read without the general parser: a
+    // service reads it on every call.
+    if let Some(millis) = value.strip_suffix("ms") {
+        if (1..=15).contains(&millis.len()) && millis.bytes().all(|b| b.is_ascii_digit()) {
+            return millis.parse().ok().map(Duration::from_millis);
+        }
+    }
+    crate::options::parse_duration(value).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_timeouts() {
+        for (text, want) in [
+            ("29998ms", Some(Duration::from_millis(29_998))),
+            (" 1ms ", Some(Duration::from_millis(1))),
+            ("30", Some(Duration::from_secs(30))),
+            ("2s", Some(Duration::from_secs(2))),
+            ("1.5s", Some(Duration::from_millis(1500))),
+            ("ms", None),
+            ("-1ms", None),
+            ("12x", None),
+        ] {
+            assert_eq!(parse_http_timeout(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn grpc_timeout_round_trips() {
