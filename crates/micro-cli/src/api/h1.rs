@@ -311,17 +311,19 @@ pub async fn serve(
         }
         let head_bytes = buf.split_to(head.len).freeze();
         let body = buf.split_to(head.body_len.min(buf.len())).freeze();
+        let Some(mut req) = request(&head, &head_bytes, RequestBody::Whole(None)) else {
+            // A header value or target that `http` refuses: hyper answers it,
+            // from the request's first byte.
+            let mut read = BytesMut::with_capacity(head_bytes.len() + body.len() + buf.len());
+            for part in [&head_bytes[..], &body[..], &buf[..]] {
+                read.extend_from_slice(part);
+            }
+            return handover(read, stream);
+        };
         let keep_alive = head.keep_alive && body_failed.is_none();
-        let body = match body_failed {
+        *req.body_mut() = match body_failed {
             None => RequestBody::whole(body),
             Some(e) => RequestBody::Failed(Some(e)),
-        };
-        let Some(req) = request(&head, &head_bytes, body) else {
-            // A header value or target that `http` refuses: hyper answers it.
-            let mut read = BytesMut::with_capacity(head_bytes.len() + buf.len());
-            read.extend_from_slice(&head_bytes);
-            read.extend_from_slice(&buf);
-            return handover(read, stream);
         };
         spans = head.headers;
         // The answer.
@@ -767,6 +769,18 @@ mod tests {
         assert_eq!(req.headers()["x-request-id"], "abc");
         assert_eq!(req.headers().get_all("x-two").iter().count(), 2);
         assert_eq!(req.body().size_hint().exact(), Some(2));
+    }
+
+    #[test]
+    fn heads_that_http_refuses_go_to_hyper() {
+        // httparse takes `<`, `>` and a backquote in a target; `http` does not.
+        for refused in [
+            &b"POST /a<b HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"[..],
+            b"GET /a`b HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(matches!(parse(refused, Vec::new()), Parsed::Plain(_)));
+            assert!(read_head(refused).is_err());
+        }
     }
 
     #[test]
