@@ -18,12 +18,27 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// assert_eq!(md.get("x-user"), Some("alice"));
 /// assert_eq!(md.get("X-USER"), Some("alice"));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Metadata {
     /// Shared until changed: a call copies its metadata into every attempt, and a
-    /// gateway into every call, so a copy is a reference count, not a map.
-    entries: Arc<BTreeMap<String, String>>,
+    /// gateway into every call, so a copy is a reference count, not a map. `None`
+    /// while empty: most calls carry none, and an empty map would still be an
+    /// allocation per call.
+    entries: Option<Arc<Entries>>,
 }
+
+type Entries = BTreeMap<String, String>;
+
+/// What empty metadata reads.
+static NO_ENTRIES: Entries = BTreeMap::new();
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for Metadata {}
 
 /// Whether `name` (lower case) is a header of the transport rather than metadata.
 pub(crate) fn is_transport_header(name: &str) -> bool {
@@ -55,15 +70,25 @@ impl Metadata {
         Self::default()
     }
 
+    fn entries(&self) -> &Entries {
+        self.entries.as_deref().unwrap_or(&NO_ENTRIES)
+    }
+
+    /// The entries to change: this metadata's own copy from now on.
+    fn entries_mut(&mut self) -> &mut Entries {
+        Arc::make_mut(self.entries.get_or_insert_with(Arc::default))
+    }
+
     /// Sets `key` to `value`, replacing an earlier value.
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl Into<String>) -> &mut Self {
-        Arc::make_mut(&mut self.entries).insert(key.as_ref().to_ascii_lowercase(), value.into());
+        self.entries_mut()
+            .insert(key.as_ref().to_ascii_lowercase(), value.into());
         self
     }
 
     /// Sets `key` only if it has no value yet.
     pub fn insert_if_absent(&mut self, key: impl AsRef<str>, value: impl Into<String>) {
-        Arc::make_mut(&mut self.entries)
+        self.entries_mut()
             .entry(key.as_ref().to_ascii_lowercase())
             .or_insert_with(|| value.into());
     }
@@ -71,48 +96,50 @@ impl Metadata {
     /// The value of `key`, whatever its case.
     pub fn get(&self, key: &str) -> Option<&str> {
         if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.entries
+            self.entries()
                 .get(&key.to_ascii_lowercase())
                 .map(String::as_str)
         } else {
-            self.entries.get(key).map(String::as_str)
+            self.entries().get(key).map(String::as_str)
         }
     }
 
     /// Removes `key` and returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let key = key.to_ascii_lowercase();
-        if !self.entries.contains_key(&key) {
+        if !self.entries().contains_key(&key) {
             return None; // no copy of a shared map for nothing
         }
-        Arc::make_mut(&mut self.entries).remove(&key)
+        self.entries_mut().remove(&key)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries().len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries().is_empty()
     }
 
     /// All entries, keys in lower case, sorted.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Adds every entry of `other`, replacing values of the same key.
     pub fn merge(&mut self, other: &Metadata) {
-        if self.entries.is_empty() {
+        if self.is_empty() {
             self.entries = other.entries.clone();
             return;
         }
-        if other.entries.is_empty() {
+        if other.is_empty() {
             return;
         }
-        let entries = Arc::make_mut(&mut self.entries);
+        let entries = self.entries_mut();
         for (k, v) in other.iter() {
             entries.insert(k.to_string(), v.to_string());
         }
@@ -122,7 +149,7 @@ impl Metadata {
     /// transport's own (content type, timeouts, HTTP/2 pseudo-headers, …). Values that
     /// are not valid UTF-8 are skipped; repeated headers are joined with `,`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let mut entries = BTreeMap::<String, String>::new();
+        let mut entries = Entries::new();
         for (name, value) in headers {
             let key = name.as_str();
             if is_transport_header(key) {
@@ -140,7 +167,7 @@ impl Metadata {
             }
         }
         Metadata {
-            entries: Arc::new(entries),
+            entries: (!entries.is_empty()).then(|| Arc::new(entries)),
         }
     }
 

@@ -37,6 +37,10 @@ struct Entry {
     refreshing: bool,
 }
 
+/// Cached reads by service name (looked up on every request: a fast seeded hash;
+/// unknown names are kept too, bounded by `MAX_ENTRIES`).
+type Entries = HashMap<String, Entry, foldhash::fast::RandomState>;
+
 /// What a cache says about a key right now.
 enum Cached {
     /// Current: serve it.
@@ -52,8 +56,8 @@ enum Cached {
 #[derive(Debug)]
 pub struct Catalog {
     registry: Arc<dyn Registry>,
-    services: Arc<Mutex<HashMap<String, Entry>>>,
-    listing: Arc<Mutex<HashMap<String, Entry>>>,
+    services: Arc<Mutex<Entries>>,
+    listing: Arc<Mutex<Entries>>,
 }
 
 /// The key of the listing in its one-entry map.
@@ -108,7 +112,7 @@ impl Catalog {
 /// The answer for `key` from `cache`, reading it with `read` as the module
 /// comment says.
 async fn cached<R, F>(
-    cache: &Arc<Mutex<HashMap<String, Entry>>>,
+    cache: &Arc<Mutex<Entries>>,
     key: &str,
     read: R,
 ) -> Result<Arc<Vec<Service>>, Error>
@@ -138,7 +142,7 @@ where
     }
 }
 
-fn look_up(cache: &Mutex<HashMap<String, Entry>>, key: &str, now: Instant) -> Cached {
+fn look_up(cache: &Mutex<Entries>, key: &str, now: Instant) -> Cached {
     let mut cache = lock(cache);
     let Some(entry) = cache.get_mut(key) else {
         return Cached::Missing;
@@ -159,7 +163,7 @@ fn look_up(cache: &Mutex<HashMap<String, Entry>>, key: &str, now: Instant) -> Ca
 /// Records what a read gave (`None`: it failed, keep what was there); the
 /// records now cached for `key`.
 fn store(
-    cache: &Mutex<HashMap<String, Entry>>,
+    cache: &Mutex<Entries>,
     key: String,
     read: Option<Vec<Service>>,
     now: Instant,

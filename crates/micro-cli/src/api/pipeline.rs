@@ -420,7 +420,7 @@ impl Shared {
         let max_body = policy.body_limit.unwrap_or(self.options.max_body);
         match target.handler {
             HandlerKind::Rpc | HandlerKind::Stream => {
-                let endpoint = target.endpoint.clone().unwrap_or_default();
+                let endpoint = target.endpoint.as_deref().unwrap_or_default();
                 let format = StreamFormat::for_accept(req.headers().get(header::ACCEPT));
                 let query = req.uri().query().map(str::to_string);
                 let websocket =
@@ -435,7 +435,7 @@ impl Shared {
                     &body,
                     query.as_deref(),
                     &target.params,
-                    call::request_schema(records, &endpoint),
+                    call::request_schema(records, endpoint),
                 )?;
                 let mut options = CallOptions::default()
                     .timeout(policy.timeout.unwrap_or(match target.handler {
@@ -456,11 +456,11 @@ impl Shared {
                     options,
                 };
                 if let Some(req) = upgrade {
-                    websocket::stream(req, target, &endpoint, call)
+                    websocket::stream(req, target, endpoint, call)
                 } else if target.handler == HandlerKind::Stream {
-                    Box::pin(call::stream(target, &endpoint, call, format)).await
+                    Box::pin(call::stream(target, endpoint, call, format)).await
                 } else {
-                    call::unary(target, &endpoint, call).await
+                    call::unary(target, endpoint, call).await
                 }
             }
             HandlerKind::Event => {

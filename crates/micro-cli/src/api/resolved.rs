@@ -36,10 +36,13 @@ impl Resolved {
 /// cannot grow the map without bound (only paths that resolved are kept).
 const CAPACITY: usize = 4096;
 
+/// Results by path, looked up on every request: a fast seeded hash.
+type KeptByPath = HashMap<Box<str>, Arc<Resolved>, foldhash::fast::RandomState>;
+
 /// Zero-config routing results by request path.
 #[derive(Debug, Default)]
 pub struct ByPath {
-    by_path: Mutex<HashMap<Box<str>, Arc<Resolved>>>,
+    by_path: Mutex<KeptByPath>,
 }
 
 impl ByPath {
@@ -57,7 +60,7 @@ impl ByPath {
         map.insert(path.into(), resolved);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Resolved>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptByPath> {
         self.by_path.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -31,8 +31,8 @@ pub struct Attempt {
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Instant,
     pub(crate) number: u32,
-    /// The gRPC path; `/` when only the endpoint name is known.
-    pub(crate) path: Arc<str>,
+    /// The gRPC path; `None` (sent as `/`) when only the endpoint name is known.
+    pub(crate) path: Option<Arc<str>>,
     pub(crate) format: Format,
     pub(crate) body: Body,
     /// Whether the answer is a stream (it is read as one).
@@ -121,7 +121,7 @@ impl Transport {
         let address = &attempt.node.address;
         let mut req = Request::new(attempt.body);
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = format!("http://{address}{}", attempt.path)
+        *req.uri_mut() = format!("http://{address}{}", attempt.path.as_deref().unwrap_or("/"))
             .parse()
             .map_err(|e| Error::bad_request(ID, format!("bad address {address:?}: {e}")))?;
         let headers = req.headers_mut();

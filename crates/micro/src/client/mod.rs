@@ -632,7 +632,10 @@ impl Client {
         if let Some(version) = &opts.version {
             select = select.version(version);
         }
-        let selected = self.inner.selector.select(target.service, select).await?;
+        let selected = match self.inner.selector.select_now(target.service, select) {
+            Some(done) => done?,
+            None => self.inner.selector.select(target.service, select).await?,
+        };
         let node = selected.node().clone();
         *picked = Some(selected);
         Ok(node)
@@ -704,7 +707,7 @@ impl Client {
         };
         let service: Arc<str> = target.service.into();
         let endpoint: Arc<str> = target.endpoint.into();
-        let path: Arc<str> = target.path.into();
+        let path: Option<Arc<str>> = (target.path != "/").then(|| target.path.into());
         // The trace context of the request being handled travels on, unless the
         // caller set its own.
         let mut metadata = crate::request::inherited_trace();

@@ -17,7 +17,6 @@
 //! the cached services re-read each time, which doubles as polling for registries
 //! whose watch does not work. Services not selected for `idle_timeout` are evicted.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
@@ -102,7 +101,7 @@ struct Shared {
     registry: Arc<dyn Registry>,
     config: Config,
     clock: Clock,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
     shards: Box<[Shard]>,
     /// Whether a watch task is running (set false by the task as it ends).
     watching: AtomicBool,
@@ -119,9 +118,12 @@ impl Drop for Shared {
     }
 }
 
+/// Cached services by name (looked up on every selection: a fast seeded hash).
+type EntryMap = HashMap<Box<str>, Arc<Entry>, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Shard {
-    map: ArcSwap<HashMap<Box<str>, Arc<Entry>>>,
+    map: ArcSwap<EntryMap>,
     /// Serializes writers of `map`.
     write: Mutex<()>,
 }
@@ -205,7 +207,7 @@ impl CacheSelector {
                 registry,
                 config,
                 clock: Clock::new(),
-                hasher: RandomState::new(),
+                hasher: foldhash::fast::RandomState::default(),
                 shards: (0..SHARDS).map(|_| Shard::default()).collect(),
                 watching: AtomicBool::new(false),
                 starting: tokio::sync::Mutex::new(()),
@@ -291,6 +293,14 @@ impl Selector for CacheSelector {
             Some(done) => future::ready(done).boxed(),
             None => self.select_slow(service, opts).boxed(),
         }
+    }
+
+    fn select_now(
+        &self,
+        service: &str,
+        opts: SelectOptions<'_>,
+    ) -> Option<Result<Selected, Error>> {
+        self.try_select(service, opts)
     }
 
     fn mark(&self, service: &str, selected: &Selected, outcome: Outcome) {
@@ -449,7 +459,7 @@ impl Shared {
             return entry.clone();
         }
         let entry = Arc::new(Entry::new());
-        let mut map = HashMap::clone(&current);
+        let mut map = EntryMap::clone(&current);
         map.insert(name.into(), entry.clone());
         shard.map.store(Arc::new(map));
         entry
@@ -546,7 +556,7 @@ impl Shared {
                 continue;
             }
             let _write = lock(&shard.write);
-            let mut map = HashMap::clone(&shard.map.load_full());
+            let mut map = EntryMap::clone(&shard.map.load_full());
             for name in &idle {
                 map.remove(name);
             }

@@ -70,6 +70,19 @@ pub trait Selector: Send + Sync + fmt::Debug + 'static {
         opts: SelectOptions<'a>,
     ) -> BoxFuture<'a, Result<Selected, Error>>;
 
+    /// The same selection when it needs no waiting (say, the service's nodes are
+    /// cached), else `None` and the caller awaits [`select`](Selector::select).
+    /// The client asks this first on every call, which saves boxing a future for
+    /// the common case. The default always says `None`.
+    fn select_now(
+        &self,
+        service: &str,
+        opts: SelectOptions<'_>,
+    ) -> Option<Result<Selected, Error>> {
+        let _ = (service, opts);
+        None
+    }
+
     /// Reports how an attempt on a selected node went. The default ignores it.
     fn mark(&self, service: &str, selected: &Selected, outcome: Outcome) {
         let _ = (service, selected, outcome);
