@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 // mimalloc: the gateway and proxy allocate small buffers per request on several
 // threads, where it is markedly cheaper than glibc's malloc.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: micro_alloc::MiMalloc = micro_alloc::MiMalloc;
 
 /// micro: the simplest way to build microservices.
 ///

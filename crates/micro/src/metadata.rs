@@ -125,9 +125,7 @@ impl Metadata {
 
     /// All entries, keys in lower case, sorted.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries()
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries().iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Adds every entry of `other`, replacing values of the same key.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -404,60 +405,89 @@ impl Shared {
     }
 
     /// Auth, rate limit, then the target's handler.
-    async fn serve(
+    ///
+    /// Not an `async fn`: one would hold the whole request (and its locals) in its
+    /// state until the call returns. The common request, a unary call whose body
+    /// came with the head, is prepared here and only the call is boxed; everything
+    /// else goes to [`Shared::serve_other`].
+    fn serve<'a>(
+        &'a self,
+        mut req: Request<RequestBody>,
+        peer: SocketAddr,
+        resolved: &'a Resolved,
+        policy: &'a Policy,
+    ) -> BoxFuture<'a, Result<Response<Body>, Error>> {
+        let target = &resolved.target;
+        let mut metadata = Metadata::from_headers(req.headers());
+        if let Err(e) = self.authorize(target, policy, &mut metadata) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        if let Some(limit) = &policy.rate_limit {
+            if let Err(e) = self.limits.check(&resolved.label, limit) {
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        }
+        let max_body = policy.body_limit.unwrap_or(self.options.max_body);
+        if target.handler != HandlerKind::Rpc {
+            return Box::pin(self.serve_other(req, peer, resolved, policy, metadata, max_body));
+        }
+        let endpoint = target.endpoint.as_deref().unwrap_or_default();
+        let body = match req.body_mut().take_whole() {
+            Some(whole) if whole.len() > max_body => {
+                return Box::pin(std::future::ready(Err(too_large(max_body))))
+            }
+            Some(whole) => whole,
+            None => {
+                return Box::pin(self.serve_other(req, peer, resolved, policy, metadata, max_body))
+            }
+        };
+        match self.call(
+            resolved,
+            endpoint,
+            policy,
+            &metadata,
+            &body,
+            req.uri().query(),
+        ) {
+            Ok(call) => Box::pin(call::unary(target, endpoint, call)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    /// What [`Shared::serve`] does not prepare itself: streams, WebSockets, events,
+    /// reverse proxying, and bodies still to be read.
+    async fn serve_other(
         &self,
         req: Request<RequestBody>,
         peer: SocketAddr,
         resolved: &Resolved,
         policy: &Policy,
+        metadata: Metadata,
+        max_body: usize,
     ) -> Result<Response<Body>, Error> {
         let (target, records) = (&resolved.target, resolved.records.as_slice());
-        let mut metadata = Metadata::from_headers(req.headers());
-        self.authorize(target, policy, &mut metadata)?;
-        if let Some(limit) = &policy.rate_limit {
-            self.limits.check(&resolved.label, limit)?;
-        }
-        let max_body = policy.body_limit.unwrap_or(self.options.max_body);
         match target.handler {
             HandlerKind::Rpc | HandlerKind::Stream => {
                 let endpoint = target.endpoint.as_deref().unwrap_or_default();
+                if target.handler == HandlerKind::Stream && upstream::is_websocket(req.headers()) {
+                    // A WebSocket upgrade has no body: its request is the query.
+                    let query = req.uri().query();
+                    let call =
+                        self.call(resolved, endpoint, policy, &metadata, &Bytes::new(), query)?;
+                    return websocket::stream(req, target, endpoint, call);
+                }
                 let format = StreamFormat::for_accept(req.headers().get(header::ACCEPT));
                 let query = req.uri().query().map(str::to_string);
-                let websocket =
-                    target.handler == HandlerKind::Stream && upstream::is_websocket(req.headers());
-                // A WebSocket upgrade has no body: its request is the query.
-                let (body, upgrade) = if websocket {
-                    (Bytes::new(), Some(req))
-                } else {
-                    (Box::pin(self.read_body(req, max_body)).await?, None)
-                };
-                let request = super::request_json::build(
+                let body = self.body(req, max_body).await?;
+                let call = self.call(
+                    resolved,
+                    endpoint,
+                    policy,
+                    &metadata,
                     &body,
                     query.as_deref(),
-                    &target.params,
-                    call::request_schema(records, endpoint),
                 )?;
-                let mut options = CallOptions::default()
-                    .timeout(policy.timeout.unwrap_or(match target.handler {
-                        // A stream lasts as long as the service sends.
-                        HandlerKind::Stream => Duration::from_secs(24 * 3600),
-                        _ => self.options.call_timeout,
-                    }))
-                    .with_metadata(&metadata);
-                if let Some(retries) = policy.retries {
-                    options = options.retries(retries);
-                }
-                if let Some(version) = &target.version {
-                    options = options.version(version.clone());
-                }
-                let call = Call {
-                    client: &self.client,
-                    request,
-                    options,
-                };
-                if let Some(req) = upgrade {
-                    websocket::stream(req, target, endpoint, call)
-                } else if target.handler == HandlerKind::Stream {
+                if target.handler == HandlerKind::Stream {
                     Box::pin(call::stream(target, endpoint, call, format)).await
                 } else {
                     call::unary(target, endpoint, call).await
@@ -465,7 +495,7 @@ impl Shared {
             }
             HandlerKind::Event => {
                 let headers = req.headers().clone();
-                let body = Box::pin(self.read_body(req, max_body)).await?;
+                let body = self.body(req, max_body).await?;
                 Box::pin(event::publish(
                     self.broker.as_ref(),
                     target.topic.as_deref().unwrap_or(""),
@@ -492,6 +522,45 @@ impl Shared {
                 .await
             }
         }
+    }
+
+    /// The service call of an `rpc` or `stream` route: the request JSON from the
+    /// body, query and path params (checked against the endpoint's schema), and the
+    /// call options from the route's policy.
+    fn call(
+        &self,
+        resolved: &Resolved,
+        endpoint: &str,
+        policy: &Policy,
+        metadata: &Metadata,
+        body: &Bytes,
+        query: Option<&str>,
+    ) -> Result<Call<'_>, Error> {
+        let target = &resolved.target;
+        let request = super::request_json::build(
+            body,
+            query,
+            &target.params,
+            call::request_schema(&resolved.records, endpoint),
+        )?;
+        let mut options = CallOptions::default()
+            .timeout(policy.timeout.unwrap_or(match target.handler {
+                // A stream lasts as long as the service sends.
+                HandlerKind::Stream => Duration::from_secs(24 * 3600),
+                _ => self.options.call_timeout,
+            }))
+            .with_metadata(metadata);
+        if let Some(retries) = policy.retries {
+            options = options.retries(retries);
+        }
+        if let Some(version) = &target.version {
+            options = options.version(version.clone());
+        }
+        Ok(Call {
+            client: &self.client,
+            request,
+            options,
+        })
     }
 
     /// Applies the `auth` settings and the route's requirement; on success the
@@ -536,6 +605,18 @@ impl Shared {
     }
 
     /// The whole body, up to `limit` bytes (413) and within the body timeout (408).
+    /// One that came whole with the head (nearly every request the gateway's own
+    /// HTTP/1.1 loop reads) is taken at once: no future to allocate, no timer.
+    async fn body(&self, mut req: Request<RequestBody>, limit: usize) -> Result<Bytes, Error> {
+        match req.body_mut().take_whole() {
+            Some(whole) if whole.len() > limit => Err(too_large(limit)),
+            Some(whole) => Ok(whole),
+            // Boxed: reading a streamed body is rare and its future is large.
+            None => Box::pin(self.read_body(req, limit)).await,
+        }
+    }
+
+    /// [`Shared::body`] when the body is still to be read.
     async fn read_body(&self, req: Request<RequestBody>, limit: usize) -> Result<Bytes, Error> {
         let declared = req
             .headers()

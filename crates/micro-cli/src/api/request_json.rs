@@ -13,9 +13,10 @@ use serde_json::{Map, Value};
 use super::resolve::ID;
 
 /// Builds the request JSON from a body (may be empty), a query string and path
-/// params; `schema` is the request message's JSON Schema, if known.
+/// params; `schema` is the request message's JSON Schema, if known. A JSON body
+/// with no params to add is sent on as it is (shared, not copied).
 pub fn build(
-    body: &[u8],
+    body: &Bytes,
     query: Option<&str>,
     params: &BTreeMap<String, String>,
     schema: Option<&Value>,
@@ -24,7 +25,7 @@ pub fn build(
     if !empty_body && params.is_empty() {
         // The common case: a JSON body sent on unchanged, once it is known to parse.
         serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(malformed)?;
-        return Ok(Bytes::copy_from_slice(body));
+        return Ok(body.clone());
     }
     let mut request = if empty_body {
         from_query(query.unwrap_or(""), schema)
@@ -124,7 +125,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        serde_json::from_slice(&build(body.as_bytes(), query, &params, schema).unwrap()).unwrap()
+        serde_json::from_slice(
+            &build(
+                &Bytes::copy_from_slice(body.as_bytes()),
+                query,
+                &params,
+                schema,
+            )
+            .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -138,7 +148,7 @@ mod tests {
             json!({"name": "Jörg", "tag": ["a", "b"]})
         );
         assert_eq!(built("", None, &[], None), json!({}));
-        let e = build(b"{nope", None, &BTreeMap::new(), None).unwrap_err();
+        let e = build(&Bytes::from_static(b"{nope"), None, &BTreeMap::new(), None).unwrap_err();
         assert_eq!(e.code(), 400);
         assert!(e.detail().contains("malformed JSON"), "{}", e.detail());
     }
@@ -167,7 +177,7 @@ mod tests {
             json!({"name": "x", "count": 5})
         );
         let e = build(
-            b"[1]",
+            &Bytes::from_static(b"[1]"),
             None,
             &[("a".to_string(), "b".to_string())].into(),
             None,
