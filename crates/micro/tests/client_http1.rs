@@ -17,11 +17,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// What the scripted node does after writing an answer.
+/// What the scripted node does after writing an answer (or before, for `Late`).
 #[derive(Clone, Copy, PartialEq)]
 enum After {
     KeepOpen,
     Close,
+    /// Answers this long after the request came, then keeps the connection open.
+    Late(Duration),
 }
 
 /// A node that answers the n-th request (over all connections) with
@@ -74,6 +76,9 @@ async fn scripted(answers: Vec<(&'static [u8], After)>) -> Scripted {
                     buf.drain(..head_len + body_len);
                     let n = served.fetch_add(1, Ordering::SeqCst);
                     let (answer, after) = answers[n % answers.len()];
+                    if let After::Late(wait) = after {
+                        tokio::time::sleep(wait).await;
+                    }
                     if stream.write_all(answer).await.is_err() || after == After::Close {
                         return;
                     }
@@ -257,4 +262,40 @@ async fn metadata_cannot_inject_header_lines() {
     assert!(head.contains("\r\nx-fine: yes"), "{head}");
     assert!(!head.contains("x-injected"), "{head}");
     assert!(!head.contains("x-evil"), "{head}");
+}
+
+/// A call's deadline holds on a kept-alive connection, also when it is sooner
+/// than the deadline of the connection's previous call; the connection of a call
+/// that timed out is not used again (its late answer would be taken for the next
+/// call's).
+#[tokio::test]
+async fn deadlines_hold_on_kept_alive_connections() {
+    let late = After::Late(Duration::from_millis(1500));
+    let node = scripted(vec![
+        (OK, After::KeepOpen),
+        (OK, late),
+        (OK, After::KeepOpen),
+    ])
+    .await;
+    let client = client_for(&node.address, 1024).await;
+    assert_eq!(call(&client).await.unwrap(), json!({"ok": 1}));
+
+    let short = CallOptions::default()
+        .timeout(Duration::from_millis(200))
+        .retries(0);
+    let started = std::time::Instant::now();
+    let e = client
+        .call_json("node", "Node.Do", &json!({"n": 2}), &short)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.code(), 408, "{e}");
+    assert!(e.detail().contains("did not answer in time"), "{e}");
+    assert!(
+        took < Duration::from_millis(1200),
+        "timed out after {took:?}"
+    );
+
+    assert_eq!(call(&client).await.unwrap(), json!({"ok": 1}));
+    assert_eq!(node.connections.load(Ordering::SeqCst), 2);
 }

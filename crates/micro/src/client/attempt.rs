@@ -165,6 +165,8 @@ impl Transport {
         })
     }
 
+    /// Sends the attempt and reads the answer (for a stream, its head) before the
+    /// attempt's deadline.
     pub(crate) async fn attempt(&self, attempt: Attempt) -> Result<RawReply, Error> {
         let protocol = attempt.node.metadata.get("protocol").map(String::as_str);
         // A micro service (`grpc+json`) also takes JSON over HTTP/1.1 on its port.
@@ -176,12 +178,21 @@ impl Transport {
         {
             return self.attempt_http_json(attempt).await;
         }
+        let deadline = attempt.deadline;
+        let (service, endpoint) = (attempt.service.clone(), attempt.endpoint.clone());
+        // Boxed: the HTTP/2 exchange's state would otherwise make every attempt's
+        // future (HTTP/1.1 ones too) that large.
+        match tokio::time::timeout_at(deadline, Box::pin(self.attempt_http2(attempt))).await {
+            Ok(answered) => answered,
+            Err(_) => Err(super::deadline_passed(&service, &endpoint)),
+        }
+    }
+
+    async fn attempt_http2(&self, attempt: Attempt) -> Result<RawReply, Error> {
         let node = attempt.node.clone();
         let streams = attempt.streams;
         let req = self.request(attempt)?;
-        // Boxed: the HTTP/2 exchange's state would otherwise make every attempt's
-        // future (HTTP/1.1 ones too) that large.
-        let rsp = Box::pin(self.send(&node.address, req)).await?;
+        let rsp = self.send(&node.address, req).await?;
         if streams {
             check_head(&rsp)?;
             let frames = frame::FrameStream::new(rsp.into_body(), self.0.max_body)
@@ -211,8 +222,17 @@ impl Transport {
                 ),
             ));
         }
+        let deadline = attempt.deadline;
         let body = std::mem::replace(&mut attempt.body, Body::Empty);
-        let payload = json_lines(body, self.0.max_body).await?;
+        let (service, endpoint) = (&*attempt.service, &*attempt.endpoint);
+        let passed = || super::deadline_passed(service, endpoint);
+        let payload = match body {
+            // One message, the common case: nothing to wait for.
+            Body::Full(Some(framed)) => json_payload(framed, self.0.max_body)?,
+            body => tokio::time::timeout_at(deadline, json_lines(body, self.0.max_body))
+                .await
+                .map_err(|_| passed())??,
+        };
         let head = self.http_json_head(&attempt, address, payload.len());
         let unavailable = |e: &dyn fmt::Display| {
             Error::service_unavailable(ID, format!("calling {address}: {e}"))
@@ -223,24 +243,34 @@ impl Transport {
         let was_reused = reused.is_some();
         let mut conn = match reused {
             Some(conn) => conn,
-            None => self.dial_http1(address).await?,
+            None => self.dial_http1(address, deadline, passed).await?,
+        };
+        // Reads and writes end at the deadline (the connection's own timer).
+        conn.set_deadline(Some(deadline));
+        let failed = |conn: &http1::Connection, e: Error| match conn.deadline_passed() {
+            true => passed(),
+            false => e,
         };
         let answer_head = match conn.exchange(&head, &payload).await {
             Ok(head) => head,
             Err(http1::Failure::ClosedBeforeAnswer(_)) if was_reused => {
-                conn = self.dial_http1(address).await?;
+                conn = self.dial_http1(address, deadline, passed).await?;
+                conn.set_deadline(Some(deadline));
                 match conn.exchange(&head, &payload).await {
                     Ok(head) => head,
                     Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
-                    Err(http1::Failure::Error(e)) => return Err(e),
+                    Err(http1::Failure::Error(e)) => return Err(failed(&conn, e)),
                 }
             }
             Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
-            Err(http1::Failure::Error(e)) => return Err(e),
+            Err(http1::Failure::Error(e)) => return Err(failed(&conn, e)),
         };
         if answer_head.status != 200 {
             // The shared error JSON (capped: an error is never that long).
-            let (answer, reusable) = conn.read_body(&answer_head, ERROR_BODY_MAX).await?;
+            let (answer, reusable) = match conn.read_body(&answer_head, ERROR_BODY_MAX).await {
+                Ok(read) => read,
+                Err(e) => return Err(failed(&conn, e)),
+            };
             if reusable {
                 self.0.http1_idle.put(address, conn);
             }
@@ -250,10 +280,15 @@ impl Transport {
         }
         let max = self.0.max_body;
         if attempt.streams {
+            // The stream's reader bounds it (`until_deadline`), with the call's error.
+            conn.set_deadline(None);
             let body = Box::pin(conn.into_body_stream(&answer_head, max)?);
             return Ok(RawReply::Stream(ndjson_lines(body, max).boxed()));
         }
-        let (answer, reusable) = conn.read_body(&answer_head, max).await?;
+        let (answer, reusable) = match conn.read_body(&answer_head, max).await {
+            Ok(read) => read,
+            Err(e) => return Err(failed(&conn, e)),
+        };
         if reusable {
             self.0.http1_idle.put(address, conn);
         }
@@ -292,15 +327,28 @@ impl Transport {
         head.finish(body_len)
     }
 
-    /// A new HTTP/1.1 connection to `address`.
-    async fn dial_http1(&self, address: &str) -> Result<http1::Connection, Error> {
+    /// A new HTTP/1.1 connection to `address`, within the dial timeout and the
+    /// call's deadline (`passed`: the error when that comes first).
+    async fn dial_http1(
+        &self,
+        address: &str,
+        deadline: Instant,
+        passed: impl FnOnce() -> Error,
+    ) -> Result<http1::Connection, Error> {
         let unavailable = |e: &dyn fmt::Display| {
             Error::service_unavailable(ID, format!("calling {address}: {e}"))
         };
-        tokio::time::timeout(self.0.dial_timeout, http1::Connection::connect(address))
-            .await
-            .map_err(|_| unavailable(&"connect timed out"))?
-            .map_err(|e| unavailable(&e))
+        let dial_until = Instant::now() + self.0.dial_timeout;
+        match tokio::time::timeout_at(
+            dial_until.min(deadline),
+            http1::Connection::connect(address),
+        )
+        .await
+        {
+            Ok(connected) => connected.map_err(|e| unavailable(&e)),
+            Err(_) if deadline < dial_until => Err(passed()),
+            Err(_) => Err(unavailable(&"connect timed out")),
+        }
     }
 }
 
@@ -317,6 +365,11 @@ async fn json_lines(body: Body, max: usize) -> Result<bytes::Bytes, Error> {
             .map(|c| c.to_bytes())
             .unwrap_or_default(),
     };
+    json_payload(framed, max)
+}
+
+/// [`json_lines`] of a body read whole.
+fn json_payload(framed: bytes::Bytes, max: usize) -> Result<bytes::Bytes, Error> {
     // The common case, one message: its bytes, without a copy.
     if let Some(len) = frame::single_frame_len(&framed) {
         if len > max {

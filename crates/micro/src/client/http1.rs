@@ -13,7 +13,9 @@
 //! tested and fuzzed on bytes alone ([`decode_answer`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::thread::{self, ThreadId};
@@ -23,6 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::ID;
 use crate::Error;
@@ -338,11 +341,61 @@ pub(crate) enum Failure {
     Error(Error),
 }
 
-/// A kept-alive HTTP/1.1 connection to one node, with its read buffer.
+/// A kept-alive HTTP/1.1 connection to one node, with its read buffer and the
+/// deadline of the call it carries.
 #[derive(Debug)]
 pub(crate) struct Connection {
     stream: TcpStream,
     buf: BytesMut,
+    deadline: Deadline,
+}
+
+/// The deadline of a connection's current call, and the timer that enforces it.
+///
+/// The timer is the connection's for its whole life: a call's deadline is later
+/// than the previous call's, and moving a tokio timer later is one atomic store
+/// (the wheel re-files it if it comes due early), where a timer per call is filed
+/// in the wheel and taken out again on every call.
+#[derive(Debug, Default)]
+struct Deadline {
+    at: Option<tokio::time::Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+    passed: bool,
+}
+
+impl Deadline {
+    /// `io`, unless the deadline passes first (`TimedOut`).
+    async fn bound<T>(&mut self, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        let Some(at) = self.at else {
+            return io.await;
+        };
+        let mut io = std::pin::pin!(io);
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = io.as_mut().poll(cx) {
+                return Poll::Ready(done);
+            }
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if !armed {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                armed = true;
+            }
+            // Polled on every wait: the connection moves from call to call, and
+            // the timer must wake the task waiting now.
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.passed = true;
+                    Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
 }
 
 impl Connection {
@@ -353,7 +406,22 @@ impl Connection {
         Ok(Connection {
             stream,
             buf: BytesMut::new(),
+            deadline: Deadline::default(),
         })
+    }
+
+    /// The deadline of the call this connection carries now: every read and write
+    /// after it fails with `TimedOut`, and [`Connection::deadline_passed`] says so.
+    /// `None`: no deadline (a stream's body, which its reader bounds).
+    pub(crate) fn set_deadline(&mut self, at: Option<tokio::time::Instant>) {
+        self.deadline.at = at;
+        self.deadline.passed = false;
+    }
+
+    /// Whether an exchange or read failed because the deadline passed (the
+    /// connection is then unusable: its answer may still come).
+    pub(crate) fn deadline_passed(&self) -> bool {
+        self.deadline.passed
     }
 
     /// Whether an idle connection can still carry a request: the node has not
@@ -379,6 +447,9 @@ impl Connection {
     pub(crate) async fn exchange(&mut self, head: &[u8], body: &[u8]) -> Result<Head, Failure> {
         self.buf.clear();
         if let Err(e) = self.write_both(head, body).await {
+            if self.deadline.passed {
+                return Err(Failure::Error(io_failed(&e)));
+            }
             return Err(Failure::ClosedBeforeAnswer(e));
         }
         loop {
@@ -397,7 +468,9 @@ impl Connection {
                     )))
                 }
                 Ok(_) => {}
-                Err(e) if self.buf.is_empty() => return Err(Failure::ClosedBeforeAnswer(e)),
+                Err(e) if self.buf.is_empty() && !self.deadline.passed => {
+                    return Err(Failure::ClosedBeforeAnswer(e))
+                }
                 Err(e) => return Err(Failure::Error(io_failed(&e))),
             }
         }
@@ -494,15 +567,22 @@ impl Connection {
 
     async fn read_more(&mut self) -> io::Result<usize> {
         self.buf.reserve(READ_CHUNK);
-        self.stream.read_buf(&mut self.buf).await
+        let Connection {
+            stream,
+            buf,
+            deadline,
+        } = self;
+        deadline.bound(stream.read_buf(buf)).await
     }
 
     async fn write_both(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
         let (mut head, mut body) = (head, body);
         while !head.is_empty() || !body.is_empty() {
-            let n = self
-                .stream
-                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            let Connection {
+                stream, deadline, ..
+            } = self;
+            let n = deadline
+                .bound(stream.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]))
                 .await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());

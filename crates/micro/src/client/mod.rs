@@ -602,14 +602,22 @@ impl Client {
         opts: &CallOptions,
         tried: &[String],
         picked: &mut Option<Selected>,
+        deadline: Instant,
     ) -> Result<Arc<Node>, Error> {
+        // Selections that must wait (a registry read) are bounded by the deadline.
+        let bounded = |select| async move {
+            tokio::time::timeout_at(deadline, select)
+                .await
+                .unwrap_or_else(|_| Err(deadline_passed(target.service, target.endpoint)))
+        };
         if let Some(address) = &opts.address {
             // The registry's record of the node at that address, if there is one,
             // says how to speak to it (`protocol: http-json`); else gRPC.
-            let known = self
+            let select = self
                 .inner
                 .selector
-                .select(target.service, SelectOptions::new().address(address))
+                .select(target.service, SelectOptions::new().address(address));
+            let known = bounded(select)
                 .await
                 .ok()
                 .map(|selected| selected.node().clone())
@@ -634,7 +642,7 @@ impl Client {
         }
         let selected = match self.inner.selector.select_now(target.service, select) {
             Some(done) => done?,
-            None => self.inner.selector.select(target.service, select).await?,
+            None => bounded(self.inner.selector.select(target.service, select)).await?,
         };
         let node = selected.node().clone();
         *picked = Some(selected);
@@ -681,7 +689,11 @@ impl Client {
         };
         let deadline = self.deadline(opts);
         match Box::pin(self.dispatch(target, payload, opts, true)).await? {
-            RawReply::Stream(s) => Ok(until_deadline(s, deadline, deadline_passed(&target))),
+            RawReply::Stream(s) => Ok(until_deadline(
+                s,
+                deadline,
+                deadline_passed(target.service, target.endpoint),
+            )),
             RawReply::One(bytes) => {
                 Ok(futures_util::stream::once(async move { Ok(bytes) }).boxed())
             }
@@ -722,9 +734,10 @@ impl Client {
         loop {
             let mut picked = None;
             let body = payload.body();
-            // Boxed, so that the timeout takes it without copying it.
-            let once = Box::pin(async {
-                let node = self.resolve(&target, opts, &tried, &mut picked).await?;
+            let once = async {
+                let node = self
+                    .resolve(&target, opts, &tried, &mut picked, deadline)
+                    .await?;
                 let attempt = Attempt {
                     service: service.clone(),
                     endpoint: endpoint.clone(),
@@ -741,10 +754,19 @@ impl Client {
                     Some(wrapped) => layer::call_once(wrapped, attempt).await,
                     None => self.inner.transport.attempt(attempt).await,
                 }
-            });
-            let result = tokio::time::timeout_at(deadline, once)
-                .await
-                .unwrap_or_else(|_| Err(deadline_passed(&target)));
+            };
+            let result = if self.inner.wrapped.is_none() {
+                // The transport keeps the attempt's deadline itself (an HTTP/1.1
+                // connection with its own timer: no timer per call), and so does a
+                // selection that waits.
+                once.await
+            } else {
+                // Wrappers may wait on anything. Boxed, so that the timeout takes
+                // the attempt without copying it.
+                tokio::time::timeout_at(deadline, Box::pin(once))
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_passed(target.service, target.endpoint)))
+            };
             // A retry goes to another node than this one.
             if let (Err(_), Some(selected)) = (&result, &picked) {
                 tried.push(selected.node().id.clone());
@@ -785,14 +807,9 @@ impl Payload {
     }
 }
 
-fn deadline_passed(target: &Target<'_>) -> Error {
-    Error::timeout(
-        ID,
-        format!(
-            "{} {} did not answer in time",
-            target.service, target.endpoint
-        ),
-    )
+/// The error of a call whose deadline passed.
+fn deadline_passed(service: &str, endpoint: &str) -> Error {
+    Error::timeout(ID, format!("{service} {endpoint} did not answer in time"))
 }
 
 /// Errors visible in the response head: a non-200 status or a trailers-only error.
