@@ -573,7 +573,7 @@ mod tests {
             metadata: Metadata::new(),
             deadline: Instant::now() + Duration::from_secs(5),
             number: 0,
-            path: "/".into(),
+            path: None,
             format: Format::Proto,
             body: Body::Empty,
             streams: false,

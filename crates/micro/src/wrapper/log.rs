@@ -520,7 +520,7 @@ mod tests {
             metadata: Default::default(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(1),
             number: 1,
-            path: "/".into(),
+            path: None,
             format: crate::codec::Format::Proto,
             body: crate::wire::Body::Empty,
             streams: false,
