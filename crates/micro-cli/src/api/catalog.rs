@@ -75,15 +75,22 @@ impl Catalog {
 
     /// The records of service `name` (every version); empty when it is unknown.
     pub async fn service(&self, name: &str) -> Result<Arc<Vec<Service>>, Error> {
-        let registry = self.registry.clone();
-        let read = move |name: String| async move {
-            match registry.get_service(&name).await {
-                Ok(found) => Ok(found),
-                Err(e) if e.code() == 404 => Ok(Vec::new()),
-                Err(e) => Err(e),
-            }
+        let read = |name: String| {
+            let registry = self.registry.clone();
+            async move { get_service(&*registry, &name).await }
         };
         cached(&self.services, name, read).await
+    }
+
+    /// [`Catalog::service`] when it needs no registry read while the caller
+    /// waits (the records are cached, current or being refreshed): `None` sends
+    /// the caller to [`Catalog::service`].
+    pub fn service_now(&self, name: &str) -> Option<Arc<Vec<Service>>> {
+        let read = |name: String| {
+            let registry = self.registry.clone();
+            async move { get_service(&*registry, &name).await }
+        };
+        cached_now(&self.services, name, read).ok()
     }
 
     /// Every registered service, sorted by name and version.
@@ -109,6 +116,15 @@ impl Catalog {
     }
 }
 
+/// A service's records (none when it is not registered).
+async fn get_service(registry: &dyn Registry, name: &str) -> Result<Vec<Service>, Error> {
+    match registry.get_service(name).await {
+        Ok(found) => Ok(found),
+        Err(e) if e.code() == 404 => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The answer for `key` from `cache`, reading it with `read` as the module
 /// comment says.
 async fn cached<R, F>(
@@ -120,8 +136,24 @@ where
     R: FnOnce(String) -> F,
     F: std::future::Future<Output = Result<Vec<Service>, Error>> + Send + 'static,
 {
-    let now = Instant::now();
-    match look_up(cache, key, now) {
+    match cached_now(cache, key, read) {
+        Ok(records) => Ok(records),
+        Err(read) => {
+            let now = Instant::now();
+            let records = read(key.to_string()).await?;
+            Ok(store(cache, key.to_string(), Some(records), now).unwrap_or_default())
+        }
+    }
+}
+
+/// What is cached for `key`, refreshed in the background when old; `read` is
+/// given back when nothing is worth serving and the caller must wait for a read.
+fn cached_now<R, F>(cache: &Arc<Mutex<Entries>>, key: &str, read: R) -> Result<Arc<Vec<Service>>, R>
+where
+    R: FnOnce(String) -> F,
+    F: std::future::Future<Output = Result<Vec<Service>, Error>> + Send + 'static,
+{
+    match look_up(cache, key, Instant::now()) {
         Cached::Fresh(records) | Cached::Stale(records, false) => Ok(records),
         Cached::Stale(records, true) => {
             let (cache, key) = (cache.clone(), key.to_string());
@@ -135,10 +167,7 @@ where
             });
             Ok(records)
         }
-        Cached::Missing => {
-            let records = read(key.to_string()).await?;
-            Ok(store(cache, key.to_string(), Some(records), now).unwrap_or_default())
-        }
+        Cached::Missing => Err(read),
     }
 }
 

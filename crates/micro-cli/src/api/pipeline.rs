@@ -3,6 +3,7 @@
 //! routing (zero-config) → auth → rate limit → the handler → CORS, gzip and the
 //! request id on the answer → metrics and the access log.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,13 @@ type DispatchResult = Result<(Response<Body>, Option<Routed>), (Error, Option<Ro
 /// Where a request goes, and the policy on the way.
 type RoutedTo = (Arc<Resolved>, Arc<Policy>);
 
+/// How a request is being answered: served on a route known at once, or
+/// dispatched through the whole routing.
+enum Answer<'a> {
+    Served(BoxFuture<'a, Result<Response<Body>, Error>>, Option<Routed>),
+    Dispatched(BoxFuture<'a, DispatchResult>),
+}
+
 /// What the routes file says about a request.
 enum ByFile {
     /// A route takes it.
@@ -115,11 +123,15 @@ impl Shared {
     }
 
     /// Answers one request; never fails (errors are answers).
-    pub(super) async fn handle(
+    ///
+    /// Not an `async fn`, which would hold the whole request in its state until
+    /// the answer: what happens before routing is done here, and the future keeps
+    /// only what the answer's decoration, the metrics and the access log need.
+    pub(super) fn handle(
         &self,
         mut req: Request<RequestBody>,
         peer: SocketAddr,
-    ) -> Response<Body> {
+    ) -> impl Future<Output = Response<Body>> + Send + '_ {
         let started = Instant::now();
         let request_id = request_id(req.headers());
         req.headers_mut().insert(REQUEST_ID, request_id.clone());
@@ -133,34 +145,75 @@ impl Shared {
             origin.insert(header::ORIGIN, o.clone());
         }
         let wants_gzip = compress::accepts_gzip(req.headers());
-        let (mut rsp, routed) = match self.dispatch(req, peer).await {
-            Ok(answer) => answer,
-            Err((e, routed)) => (reply::error(&e), routed),
+        let answer = match self.route_now(&req) {
+            Some((resolved, policy)) => {
+                let routed = Routed {
+                    label: resolved.label.clone(),
+                    handler: resolved.target.handler.name(),
+                    policy: policy.clone(),
+                };
+                Answer::Served(self.serve(req, peer, resolved, policy), Some(routed))
+            }
+            // Boxed: routing that may wait is rare, and its state is large.
+            None => Answer::Dispatched(Box::pin(self.dispatch(req, peer))),
         };
-        let policy = routed.as_ref().map_or(&self.default_policy, |r| &r.policy);
-        cors::decorate(policy.cors.as_ref(), &origin, &mut rsp);
-        if wants_gzip {
-            rsp = Box::pin(gzip_whole(rsp)).await;
+        async move {
+            let (mut rsp, routed) = match answer {
+                Answer::Served(serving, routed) => match serving.await {
+                    Ok(rsp) => (rsp, routed),
+                    Err(e) => (reply::error(&e), routed),
+                },
+                Answer::Dispatched(dispatching) => match dispatching.await {
+                    Ok(answer) => answer,
+                    Err((e, routed)) => (reply::error(&e), routed),
+                },
+            };
+            let policy = routed.as_ref().map_or(&self.default_policy, |r| &r.policy);
+            cors::decorate(policy.cors.as_ref(), &origin, &mut rsp);
+            if wants_gzip {
+                rsp = Box::pin(gzip_whole(rsp)).await;
+            }
+            rsp.headers_mut().insert(REQUEST_ID, request_id.clone());
+            let took = started.elapsed();
+            let (label, handler) = routed
+                .as_ref()
+                .map_or(("unrouted", "none"), |r| (&*r.label, r.handler));
+            self.metrics
+                .record(label, handler, rsp.status().as_u16(), took);
+            tracing::info!(
+                target: "micro::api::access",
+                %peer,
+                %method,
+                path = path.as_deref().unwrap_or(""),
+                status = rsp.status().as_u16(),
+                micros = took.as_micros() as u64,
+                route = label,
+                request_id = request_id.to_str().unwrap_or(""),
+                "request"
+            );
+            rsp
         }
-        rsp.headers_mut().insert(REQUEST_ID, request_id.clone());
-        let took = started.elapsed();
-        let (label, handler) = routed
-            .as_ref()
-            .map_or(("unrouted", "none"), |r| (&*r.label, r.handler));
-        self.metrics
-            .record(label, handler, rsp.status().as_u16(), took);
-        tracing::info!(
-            target: "micro::api::access",
-            %peer,
-            %method,
-            path = path.as_deref().unwrap_or(""),
-            status = rsp.status().as_u16(),
-            micros = took.as_micros() as u64,
-            route = label,
-            request_id = request_id.to_str().unwrap_or(""),
-            "request"
-        );
-        rsp
+    }
+
+    /// Where a request goes when that is known without waiting: a zero-config
+    /// path worked out before ([`ByPath`]) whose service's records are cached and
+    /// the same ones. Exactly the requests [`Shared::dispatch`] would route that
+    /// way; `None` sends the rest (and every error) through it.
+    fn route_now(&self, req: &Request<RequestBody>) -> Option<RoutedTo> {
+        let path = req.uri().path();
+        let answered_here = matches!(path, "/health" | "/metrics" | "/rpc" | "/openapi.json");
+        if self.routes.is_some()
+            || answered_here
+            || check_head(req, &self.options).is_err()
+            || cors::is_preflight(req.method(), req.headers())
+        {
+            return None;
+        }
+        let kept = self.zero_config_paths.get(path)?;
+        let records = self.catalog.service_now(&kept.target.service)?;
+        let current =
+            kept.is_from(&records) && check_zero_config_method(req.method(), path).is_ok();
+        current.then(|| (kept, self.fallback_policy()))
     }
 
     /// Routes and serves a request; an error carries where it was routed, if it got
@@ -226,10 +279,12 @@ impl Shared {
             let rsp = cors::preflight(policy.cors.as_ref(), req.headers());
             return Ok((rsp, Some(routed)));
         }
-        // Boxed: hyper moves every request's future into place, and so does each
-        // level that awaits another; one box here saves copying this state at
-        // every level above it.
-        match Box::pin(self.serve(req, peer, &resolved, &policy)).await {
+        // Boxed (`serve` returns it so): hyper moves every request's future into
+        // place, and so does each level that awaits another.
+        match self
+            .serve(req, peer, resolved.clone(), policy.clone())
+            .await
+        {
             Ok(rsp) => Ok((rsp, Some(routed))),
             Err(e) => Err((e, Some(routed))),
         }
@@ -410,16 +465,16 @@ impl Shared {
     /// state until the call returns. The common request, a unary call whose body
     /// came with the head, is prepared here and only the call is boxed; everything
     /// else goes to [`Shared::serve_other`].
-    fn serve<'a>(
-        &'a self,
+    fn serve(
+        &self,
         mut req: Request<RequestBody>,
         peer: SocketAddr,
-        resolved: &'a Resolved,
-        policy: &'a Policy,
-    ) -> BoxFuture<'a, Result<Response<Body>, Error>> {
+        resolved: Arc<Resolved>,
+        policy: Arc<Policy>,
+    ) -> BoxFuture<'_, Result<Response<Body>, Error>> {
         let target = &resolved.target;
         let mut metadata = Metadata::from_headers(req.headers());
-        if let Err(e) = self.authorize(target, policy, &mut metadata) {
+        if let Err(e) = self.authorize(target, &policy, &mut metadata) {
             return Box::pin(std::future::ready(Err(e)));
         }
         if let Some(limit) = &policy.rate_limit {
@@ -431,7 +486,6 @@ impl Shared {
         if target.handler != HandlerKind::Rpc {
             return Box::pin(self.serve_other(req, peer, resolved, policy, metadata, max_body));
         }
-        let endpoint = target.endpoint.as_deref().unwrap_or_default();
         let body = match req.body_mut().take_whole() {
             Some(whole) if whole.len() > max_body => {
                 return Box::pin(std::future::ready(Err(too_large(max_body))))
@@ -441,15 +495,14 @@ impl Shared {
                 return Box::pin(self.serve_other(req, peer, resolved, policy, metadata, max_body))
             }
         };
-        match self.call(
-            resolved,
-            endpoint,
-            policy,
-            &metadata,
-            &body,
-            req.uri().query(),
-        ) {
-            Ok(call) => Box::pin(call::unary(target, endpoint, call)),
+        let endpoint = target.endpoint.as_deref().unwrap_or_default();
+        let query = req.uri().query();
+        match self.call(&resolved, endpoint, &policy, &metadata, &body, query) {
+            Ok(call) => Box::pin(async move {
+                let target = &resolved.target;
+                let endpoint = target.endpoint.as_deref().unwrap_or_default();
+                call::unary(target, endpoint, call).await
+            }),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
@@ -460,11 +513,12 @@ impl Shared {
         &self,
         req: Request<RequestBody>,
         peer: SocketAddr,
-        resolved: &Resolved,
-        policy: &Policy,
+        resolved: Arc<Resolved>,
+        policy: Arc<Policy>,
         metadata: Metadata,
         max_body: usize,
     ) -> Result<Response<Body>, Error> {
+        let (resolved, policy) = (&*resolved, &*policy);
         let (target, records) = (&resolved.target, resolved.records.as_slice());
         match target.handler {
             HandlerKind::Rpc | HandlerKind::Stream => {

@@ -2,10 +2,11 @@
 //! and the transport that sends it.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::{BoxFuture, Either, FutureExt};
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
@@ -167,7 +168,13 @@ impl Transport {
 
     /// Sends the attempt and reads the answer (for a stream, its head) before the
     /// attempt's deadline.
-    pub(crate) async fn attempt(&self, attempt: Attempt) -> Result<RawReply, Error> {
+    ///
+    /// Not an `async fn`, which would keep its own copy of the attempt beside the
+    /// one the chosen transport's future holds.
+    pub(crate) fn attempt(
+        &self,
+        attempt: Attempt,
+    ) -> impl Future<Output = Result<RawReply, Error>> + Send + '_ {
         let protocol = attempt.node.metadata.get("protocol").map(String::as_str);
         // A micro service (`grpc+json`) also takes JSON over HTTP/1.1 on its port.
         let unary_json = attempt.format == Format::Json && !attempt.streams;
@@ -176,16 +183,18 @@ impl Transport {
                 && unary_json
                 && protocol == Some(crate::registry::PROTOCOL_GRPC))
         {
-            return self.attempt_http_json(attempt).await;
+            return Either::Left(self.attempt_http_json(attempt));
         }
         let deadline = attempt.deadline;
         let (service, endpoint) = (attempt.service.clone(), attempt.endpoint.clone());
-        // Boxed: the HTTP/2 exchange's state would otherwise make every attempt's
-        // future (HTTP/1.1 ones too) that large.
-        match tokio::time::timeout_at(deadline, Box::pin(self.attempt_http2(attempt))).await {
-            Ok(answered) => answered,
-            Err(_) => Err(super::deadline_passed(&service, &endpoint)),
-        }
+        // Boxed: the HTTP/2 exchange's state is large.
+        let exchange = tokio::time::timeout_at(deadline, Box::pin(self.attempt_http2(attempt)));
+        Either::Right(async move {
+            match exchange.await {
+                Ok(answered) => answered,
+                Err(_) => Err(super::deadline_passed(&service, &endpoint)),
+            }
+        })
     }
 
     async fn attempt_http2(&self, attempt: Attempt) -> Result<RawReply, Error> {
@@ -229,9 +238,13 @@ impl Transport {
         let payload = match body {
             // One message, the common case: nothing to wait for.
             Body::Full(Some(framed)) => json_payload(framed, self.0.max_body)?,
-            body => tokio::time::timeout_at(deadline, json_lines(body, self.0.max_body))
-                .await
-                .map_err(|_| passed())??,
+            // Several messages (a client stream): boxed, being rare.
+            body => Box::pin(tokio::time::timeout_at(
+                deadline,
+                json_lines(body, self.0.max_body),
+            ))
+            .await
+            .map_err(|_| passed())??,
         };
         let head = self.http_json_head(&attempt, address, payload.len());
         let unavailable = |e: &dyn fmt::Display| {
@@ -243,7 +256,9 @@ impl Transport {
         let was_reused = reused.is_some();
         let mut conn = match reused {
             Some(conn) => conn,
-            None => self.dial_http1(address, deadline, passed).await?,
+            // Boxed, as below: connecting is rare, and its state would make every
+            // attempt's future larger.
+            None => Box::pin(self.dial_http1(address, deadline, passed)).await?,
         };
         // Reads and writes end at the deadline (the connection's own timer).
         conn.set_deadline(Some(deadline));
@@ -254,7 +269,7 @@ impl Transport {
         let answer_head = match conn.exchange(&head, &payload).await {
             Ok(head) => head,
             Err(http1::Failure::ClosedBeforeAnswer(_)) if was_reused => {
-                conn = self.dial_http1(address, deadline, passed).await?;
+                conn = Box::pin(self.dial_http1(address, deadline, passed)).await?;
                 conn.set_deadline(Some(deadline));
                 match conn.exchange(&head, &payload).await {
                     Ok(head) => head,

@@ -604,11 +604,14 @@ impl Client {
         picked: &mut Option<Selected>,
         deadline: Instant,
     ) -> Result<Arc<Node>, Error> {
-        // Selections that must wait (a registry read) are bounded by the deadline.
-        let bounded = |select| async move {
-            tokio::time::timeout_at(deadline, select)
-                .await
-                .unwrap_or_else(|_| Err(deadline_passed(target.service, target.endpoint)))
+        // Selections that must wait (a registry read) are bounded by the deadline;
+        // boxed, being rare, so that every call's future is not that much larger.
+        let bounded = |select| {
+            Box::pin(async move {
+                tokio::time::timeout_at(deadline, select)
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_passed(target.service, target.endpoint)))
+            })
         };
         if let Some(address) = &opts.address {
             // The registry's record of the node at that address, if there is one,

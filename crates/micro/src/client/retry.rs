@@ -155,28 +155,30 @@ impl RetryBudget {
         }
     }
 
-    fn with_state<T>(&self, f: impl FnOnce(&mut BudgetState) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every call earns its share. The time-based minimum is added when a retry
+    /// asks (both only add, up to the cap, so the order does not matter): no clock
+    /// is read on a call that does not retry.
+    pub(crate) fn deposit(&self) {
+        let mut state = self.lock();
+        state.balance = (state.balance + self.ratio).min(self.cap);
+    }
+
+    pub(crate) fn withdraw(&self) -> bool {
+        let mut state = self.lock();
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
         state.balance = (state.balance + elapsed * self.min_per_sec).min(self.cap);
         state.refilled = now;
-        f(&mut state)
-    }
-
-    pub(crate) fn deposit(&self) {
-        self.with_state(|s| s.balance = (s.balance + self.ratio).min(self.cap));
-    }
-
-    pub(crate) fn withdraw(&self) -> bool {
-        self.with_state(|s| {
-            if s.balance >= 1.0 {
-                s.balance -= 1.0;
-                true
-            } else {
-                false
-            }
-        })
+        if state.balance >= 1.0 {
+            state.balance -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
