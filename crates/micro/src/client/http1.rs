@@ -783,9 +783,7 @@ impl RequestHead {
     pub(crate) fn header(&mut self, name: &str, value: &str) {
         let fits = !name.is_empty()
             && name.bytes().all(|b| TOKEN[usize::from(b)])
-            && value
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+            && is_header_value(value.as_bytes());
         if fits {
             self.known_good(name, value);
         }
@@ -819,6 +817,29 @@ impl RequestHead {
     }
 }
 
+/// Whether `value` can be a header value: visible ASCII, spaces and tabs (no
+/// control character, so no CR or LF to split the head with). Eight bytes at a
+/// time: every call checks its request id, host and endpoint this way.
+fn is_header_value(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let printable = |b: &u8| b == &b'\t' || (b' '..=b'~').contains(b);
+    let mut chunks = value.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_ne_bytes(word);
+        // A byte below 0x20, or above 0x7e (0x7f and non-ASCII): its high bit
+        // ends up set in one of these.
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let above_tilde = (w.wrapping_add(ONES) | w) & HIGH;
+        if (below_space | above_tilde) != 0 && !chunk.iter().all(printable) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(printable)
+}
+
 fn bad_answer(why: impl std::fmt::Display) -> Error {
     Error::service_unavailable(ID, format!("the node's HTTP/1.1 answer is unusable: {why}"))
 }
@@ -837,6 +858,28 @@ mod tests {
 
     fn ok(bytes: &[u8]) -> (u16, Bytes) {
         decode_answer(bytes, 1024).unwrap()
+    }
+
+    #[test]
+    fn header_values_are_printable_ascii_spaces_and_tabs() {
+        let printable = |v: &[u8]| v.iter().all(|b| *b == b'\t' || (b' '..=b'~').contains(b));
+        // Every byte, at every position of a word and of the remainder.
+        for len in [1, 7, 8, 9, 16, 36] {
+            for at in 0..len {
+                for bad in 0..=255u8 {
+                    let mut value = vec![b'a'; len];
+                    value[at] = bad;
+                    assert_eq!(
+                        is_header_value(&value),
+                        printable(&value),
+                        "{bad:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        assert!(is_header_value(b"3f2504e0-4f89-41d3-9a0c-0305e82c3301"));
+        assert!(is_header_value(b""));
+        assert!(!is_header_value(b"ok\r\nx-injected: 1"));
     }
 
     #[test]
