@@ -218,96 +218,126 @@ impl Transport {
     /// `Micro-Endpoint` header and the JSON body (NDJSON lines for several
     /// messages); the answer is the JSON body, NDJSON lines for a stream, or the
     /// shared error JSON with its status.
-    async fn attempt_http_json(&self, mut attempt: Attempt) -> Result<RawReply, Error> {
-        let address = attempt.node.address.as_str();
+    ///
+    /// Not an `async fn`: that would keep a second copy of the attempt in its
+    /// state. What needs no waiting is worked out first; the rare cases are boxed.
+    fn attempt_http_json(
+        &self,
+        mut attempt: Attempt,
+    ) -> impl Future<Output = Result<RawReply, Error>> + Send + '_ {
         if attempt.format != Format::Json {
-            return Err(Error::not_implemented(
+            let e = Error::not_implemented(
                 ID,
                 format!(
-                    "{} ({address}) speaks only JSON over HTTP (protocol http-json): call {} \
+                    "{} ({}) speaks only JSON over HTTP (protocol http-json): call {} \
                      with JSON (Client::call_json, `micro call`, or application/json / \
                      application/grpc+json through the proxy)",
-                    attempt.service, attempt.endpoint
+                    attempt.service, attempt.node.address, attempt.endpoint
                 ),
-            ));
+            );
+            return Either::Right(futures_util::future::ready(Err(e)).boxed());
         }
-        let deadline = attempt.deadline;
-        let body = std::mem::replace(&mut attempt.body, Body::Empty);
-        let (service, endpoint) = (&*attempt.service, &*attempt.endpoint);
-        let passed = || super::deadline_passed(service, endpoint);
-        let payload = match body {
+        let max = self.0.max_body;
+        match std::mem::replace(&mut attempt.body, Body::Empty) {
             // One message, the common case: nothing to wait for.
-            Body::Full(Some(framed)) => json_payload(framed, self.0.max_body)?,
-            // Several messages (a client stream): boxed, being rare.
-            body => Box::pin(tokio::time::timeout_at(
-                deadline,
-                json_lines(body, self.0.max_body),
-            ))
-            .await
-            .map_err(|_| passed())??,
-        };
-        let head = self.http_json_head(&attempt, address, payload.len());
-        let unavailable = |e: &dyn fmt::Display| {
-            Error::service_unavailable(ID, format!("calling {address}: {e}"))
-        };
-        // An idle connection first; one the node closed meanwhile (nothing came
-        // back) is replaced by a fresh one: the node never saw the request.
-        let reused = self.0.http1_idle.take(address);
-        let was_reused = reused.is_some();
-        let mut conn = match reused {
-            Some(conn) => conn,
-            // Boxed, as below: connecting is rare, and its state would make every
-            // attempt's future larger.
-            None => Box::pin(self.dial_http1(address, deadline, passed)).await?,
-        };
-        // Reads and writes end at the deadline (the connection's own timer).
-        conn.set_deadline(Some(deadline));
-        let failed = |conn: &http1::Connection, e: Error| match conn.deadline_passed() {
-            true => passed(),
-            false => e,
-        };
-        let answer_head = match conn.exchange(&head, &payload).await {
-            Ok(head) => head,
-            Err(http1::Failure::ClosedBeforeAnswer(_)) if was_reused => {
-                conn = Box::pin(self.dial_http1(address, deadline, passed)).await?;
-                conn.set_deadline(Some(deadline));
-                match conn.exchange(&head, &payload).await {
-                    Ok(head) => head,
-                    Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
-                    Err(http1::Failure::Error(e)) => return Err(failed(&conn, e)),
+            Body::Full(Some(framed)) => match json_payload(framed, max) {
+                Ok(payload) => Either::Left(self.send_http_json(attempt, payload)),
+                Err(e) => Either::Right(futures_util::future::ready(Err(e)).boxed()),
+            },
+            // Several messages (a client stream), read before the deadline.
+            body => Either::Right(
+                async move {
+                    let collect = tokio::time::timeout_at(attempt.deadline, json_lines(body, max));
+                    let payload = match collect.await {
+                        Ok(payload) => payload?,
+                        Err(_) => {
+                            return Err(super::deadline_passed(&attempt.service, &attempt.endpoint))
+                        }
+                    };
+                    self.send_http_json(attempt, payload).await
                 }
+                .boxed(),
+            ),
+        }
+    }
+
+    /// [`Transport::attempt_http_json`] once the request body is known.
+    // Not an `async fn`: its arguments would be kept twice in the future's state
+    // (as arguments, and as the locals they are moved into).
+    #[allow(clippy::manual_async_fn)]
+    fn send_http_json(
+        &self,
+        attempt: Attempt,
+        payload: bytes::Bytes,
+    ) -> impl Future<Output = Result<RawReply, Error>> + Send + '_ {
+        async move {
+            let address = attempt.node.address.as_str();
+            let deadline = attempt.deadline;
+            let (service, endpoint) = (&*attempt.service, &*attempt.endpoint);
+            let passed = || super::deadline_passed(service, endpoint);
+            let head = self.http_json_head(&attempt, address, payload.len());
+            let unavailable = |e: &dyn fmt::Display| {
+                Error::service_unavailable(ID, format!("calling {address}: {e}"))
+            };
+            // An idle connection first; one the node closed meanwhile (nothing came
+            // back) is replaced by a fresh one: the node never saw the request.
+            let reused = self.0.http1_idle.take(address);
+            let was_reused = reused.is_some();
+            let mut conn = match reused {
+                Some(conn) => conn,
+                // Boxed, as below: connecting is rare, and its state would make every
+                // attempt's future larger.
+                None => Box::pin(self.dial_http1(address, deadline, passed)).await?,
+            };
+            // Reads and writes end at the deadline (the connection's own timer).
+            conn.set_deadline(Some(deadline));
+            let failed = |conn: &http1::Connection, e: Error| match conn.deadline_passed() {
+                true => passed(),
+                false => e,
+            };
+            let answer_head = match conn.exchange(&head, &payload).await {
+                Ok(head) => head,
+                Err(http1::Failure::ClosedBeforeAnswer(_)) if was_reused => {
+                    conn = Box::pin(self.dial_http1(address, deadline, passed)).await?;
+                    conn.set_deadline(Some(deadline));
+                    match conn.exchange(&head, &payload).await {
+                        Ok(head) => head,
+                        Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
+                        Err(http1::Failure::Error(e)) => return Err(failed(&conn, e)),
+                    }
+                }
+                Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
+                Err(http1::Failure::Error(e)) => return Err(failed(&conn, e)),
+            };
+            if answer_head.status != 200 {
+                // The shared error JSON (capped: an error is never that long).
+                let (answer, reusable) = match conn.read_body(&answer_head, ERROR_BODY_MAX).await {
+                    Ok(read) => read,
+                    Err(e) => return Err(failed(&conn, e)),
+                };
+                if reusable {
+                    self.0.http1_idle.put(address, conn);
+                }
+                let status = http::StatusCode::from_u16(answer.status)
+                    .unwrap_or(http::StatusCode::BAD_GATEWAY);
+                return Err(http_error_text(status, &answer.body));
             }
-            Err(http1::Failure::ClosedBeforeAnswer(e)) => return Err(unavailable(&e)),
-            Err(http1::Failure::Error(e)) => return Err(failed(&conn, e)),
-        };
-        if answer_head.status != 200 {
-            // The shared error JSON (capped: an error is never that long).
-            let (answer, reusable) = match conn.read_body(&answer_head, ERROR_BODY_MAX).await {
+            let max = self.0.max_body;
+            if attempt.streams {
+                // The stream's reader bounds it (`until_deadline`), with the call's error.
+                conn.set_deadline(None);
+                let body = Box::pin(conn.into_body_stream(&answer_head, max)?);
+                return Ok(RawReply::Stream(ndjson_lines(body, max).boxed()));
+            }
+            let (answer, reusable) = match conn.read_body(&answer_head, max).await {
                 Ok(read) => read,
                 Err(e) => return Err(failed(&conn, e)),
             };
             if reusable {
                 self.0.http1_idle.put(address, conn);
             }
-            let status =
-                http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-            return Err(http_error_text(status, &answer.body));
+            Ok(RawReply::One(answer.body))
         }
-        let max = self.0.max_body;
-        if attempt.streams {
-            // The stream's reader bounds it (`until_deadline`), with the call's error.
-            conn.set_deadline(None);
-            let body = Box::pin(conn.into_body_stream(&answer_head, max)?);
-            return Ok(RawReply::Stream(ndjson_lines(body, max).boxed()));
-        }
-        let (answer, reusable) = match conn.read_body(&answer_head, max).await {
-            Ok(read) => read,
-            Err(e) => return Err(failed(&conn, e)),
-        };
-        if reusable {
-            self.0.http1_idle.put(address, conn);
-        }
-        Ok(RawReply::One(answer.body))
     }
 
     /// The request head of an `http-json` call: the attempt's metadata, then the
