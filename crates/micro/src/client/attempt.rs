@@ -285,8 +285,8 @@ impl Transport {
             let was_reused = reused.is_some();
             let mut conn = match reused {
                 Some(conn) => conn,
-                // Boxed, as below: connecting is rare, and its state would make every
-                // attempt's future larger.
+                // Boxed (here and on a retry below): connecting is rare, and its
+                // state would make every attempt's future larger.
                 None => Box::pin(self.dial_http1(address, deadline, passed)).await?,
             };
             // Reads and writes end at the deadline (the connection's own timer).
