@@ -66,6 +66,9 @@ impl std::fmt::Debug for Shared {
 /// What [`Shared::dispatch`] answers.
 type DispatchResult = Result<(Response<Body>, Option<Routed>), (Error, Option<Routed>)>;
 
+/// The paths the gateway answers itself (`Shared::dispatch`), before any route.
+const OWN_PATHS: [&str; 4] = ["/health", "/metrics", "/rpc", "/openapi.json"];
+
 /// Where a request goes, and the policy on the way.
 type RoutedTo = (Arc<Resolved>, Arc<Policy>);
 
@@ -201,7 +204,7 @@ impl Shared {
     /// way; `None` sends the rest (and every error) through it.
     fn route_now(&self, req: &Request<RequestBody>) -> Option<RoutedTo> {
         let path = req.uri().path();
-        let answered_here = matches!(path, "/health" | "/metrics" | "/rpc" | "/openapi.json");
+        let answered_here = OWN_PATHS.contains(&path);
         if self.routes.is_some()
             || answered_here
             || check_head(req, &self.options).is_err()
@@ -221,6 +224,7 @@ impl Shared {
     async fn dispatch(&self, req: Request<RequestBody>, peer: SocketAddr) -> DispatchResult {
         let unrouted = |e: Error| (e, None);
         check_head(&req, &self.options).map_err(unrouted)?;
+        // The gateway's own paths (`OWN_PATHS`, which `route_now` leaves to this).
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET, "/health") => {
