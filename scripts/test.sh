@@ -10,6 +10,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Disk: a clean run peaks at about 10 GB (the debug build, then the fuzz build).
+# Say so up front rather than fail half an hour in with "No space left on device".
+free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
+printf 'Free disk: %s GB\n' "$((free_kb / 1024 / 1024))"
+if [ "$free_kb" -lt $((12 * 1024 * 1024)) ]; then
+  echo "warning: under 12 GB free; the build may run out of disk (cargo clean frees target/)" >&2
+fi
+# A full test run is not an edit-compile loop: incremental compilation would only
+# add several GB of caches to target/debug. An exported CARGO_INCREMENTAL wins.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # System tools the tests use: curl and jq (the docs' examples, which the tests
 # run), ip/unshare (mDNS tests run in network namespaces they create). Installed
 # only when missing.
