@@ -1,4 +1,4 @@
-//! The gateway's own HTTP/1.1 head parser (api/h1.rs) on arbitrary bytes: it must
+//! micro's own HTTP/1.1 head parser (micro/src/server/http1.rs) on arbitrary bytes: it must
 //! never panic, a head it takes must fit in what it was given and make a valid
 //! request, and what it says must not change when more bytes follow (the loop
 //! parses a buffer that grows).
@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use micro_cli::api::h1::{read_head, MAX_WHOLE_BODY};
+use micro::server::http1::{read_head, MAX_WHOLE_BODY};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Some((req, body_len))) = read_head(data) else {

@@ -27,13 +27,11 @@ pub mod catalog;
 pub mod compress;
 pub mod cors;
 pub mod event;
-pub mod h1;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod pipeline;
 pub mod reply;
-pub mod request_body;
 pub mod request_json;
 pub mod resolve;
 pub mod resolved;
@@ -55,6 +53,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use micro::broker::Broker;
 use micro::registry::Registry;
+use micro::server::{http1, RequestBody};
 use micro::wrapper::auth::Auth;
 use micro::{Client, Error};
 use tokio::net::TcpListener;
@@ -180,10 +179,11 @@ impl Gateway {
             .max_buf_size(options.max_header_bytes.max(8192));
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
-        // Plain HTTP/1.1 requests are served by the gateway's own loop (h1), the
+        // Plain HTTP/1.1 requests are served by micro's own loop (http1), the
         // rest by hyper; both finish what is in flight when the gateway stops.
-        let stop = Arc::new(h1::Stop::default());
-        let limits = Arc::new(h1::Limits {
+        let stop = Arc::new(http1::Stop::default());
+        let limits = Arc::new(http1::Limits {
+            error_id: resolve::ID.into(),
             header_timeout: options.header_timeout,
             body_timeout: options.body_timeout,
             max_header_bytes: options.max_header_bytes.max(8192),
@@ -214,7 +214,7 @@ impl Gateway {
                         let lane = (shared.clone(), limits.clone(), stop.clone(), lane_open.clone());
                         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                             let shared = shared.clone();
-                            let req = req.map(request_body::RequestBody::Streamed);
+                            let req = req.map(RequestBody::Streamed);
                             async move { Ok::<_, Infallible>(shared.handle(req, peer).await) }
                         });
                         let builder = builder.clone();
@@ -232,7 +232,7 @@ impl Gateway {
                             let served = match tls {
                                 None => {
                                     let (shared, limits, stop, _open) = lane;
-                                    match h1::serve(stream, peer, &shared, &limits, &stop).await {
+                                    match http1::serve(stream, peer, &*shared, &limits, &stop).await {
                                         Ok(()) => Ok(()),
                                         Err(handover) => {
                                             let io = TokioIo::new(handover.into_io());

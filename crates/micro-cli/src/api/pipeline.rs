@@ -27,12 +27,12 @@ use super::limits::RouteLimits;
 use super::metrics::Metrics;
 use super::openapi::{self, RoutedEndpoint};
 use super::reply::{self, Body};
-use super::request_body::RequestBody;
 use super::resolve::{self, ID};
 use super::resolved::{ByPath, Resolved};
 use super::routes::{RouteMatch, RouteRequest, Routes, RoutesWatcher};
 use super::target::{HandlerKind, Policy, Target};
 use super::{compress, cors, event, upstream, websocket, GatewayOptions};
+use micro::server::RequestBody;
 
 /// The header that carries a request's id, end to end.
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -97,6 +97,18 @@ struct Routed {
     label: Arc<str>,
     handler: &'static str,
     policy: Arc<Policy>,
+}
+
+impl micro::server::http1::Respond for Shared {
+    type Body = Body;
+
+    fn respond(
+        &self,
+        req: Request<RequestBody>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req, peer)
+    }
 }
 
 impl Shared {

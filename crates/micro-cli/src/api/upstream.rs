@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use micro::registry::Service;
+use micro::server::RequestBody;
 use micro::Error;
 
 use super::reply::Body;
@@ -159,7 +160,7 @@ pub async fn forward(
 /// Passes a WebSocket upgrade to a node and, once both sides have switched
 /// protocols, copies bytes both ways until either closes.
 pub async fn websocket(
-    mut req: Request<super::request_body::RequestBody>,
+    mut req: Request<RequestBody>,
     records: &[Service],
     target: &Target,
     peer: SocketAddr,

@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use micro::codec::Format;
-use micro::server::{MethodKind, RawBody, RawReply};
+use micro::server::{MethodKind, RawBody, RawReply, RequestBody};
 use micro::Error;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -24,7 +24,7 @@ use super::target::Target;
 
 /// Accepts the upgrade (101) and streams the call's answers over the socket.
 pub fn stream(
-    mut req: Request<super::request_body::RequestBody>,
+    mut req: Request<RequestBody>,
     target: &Target,
     endpoint: &str,
     call: Call<'_>,

@@ -688,11 +688,16 @@ async fn watch_task(weak: Weak<Shared>, ready: oneshot::Sender<()>) {
             return;
         };
         let watched = shared.registry.watch(None).await;
-        if let Some(ready) = ready.take() {
-            let _ = ready.send(());
+        match ready.take() {
+            // The first watch: selections wait for it before they read, so
+            // nothing cached can have missed an event. (Re-reading here would
+            // race with the first selection's own read and read it twice.)
+            Some(ready) => {
+                let _ = ready.send(());
+            }
+            // Whatever happened while no watch ran is read again.
+            None => shared.relist().await,
         }
-        // Whatever happened while no watch ran is read again (a no-op at the start).
-        shared.relist().await;
         let idle = shared.config.idle_timeout;
         drop(shared);
         match watched {

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Response};
 use http_body::Frame;
-use hyper::body::Incoming;
 
 use super::method::{RawBody, RawReply, RawRequest};
 use super::router::Route;
 use super::serve::Shared;
+use super::RequestBody;
 use crate::codec::Format;
 use crate::request::CallContext;
 use crate::wire::{frame, status, Body};
@@ -23,7 +23,7 @@ pub(crate) async fn handle(
     format: Format,
     ctx: CallContext,
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
 ) -> Response<Body> {
     if let Some(enc) = headers.get("grpc-encoding").and_then(|v| v.to_str().ok()) {
         if enc != "identity" {
@@ -94,7 +94,7 @@ pub(crate) async fn handle(
 }
 
 /// Reads a whole unary request body and takes its one message.
-async fn read_one(body: Incoming, max: usize, read_timeout: Duration) -> Result<Bytes, Error> {
+async fn read_one(body: RequestBody, max: usize, read_timeout: Duration) -> Result<Bytes, Error> {
     let data = super::serve::read_body(body, max, frame::HEADER_LEN, read_timeout).await?;
     frame::single_frame(bytes::BytesMut::from(data), max)?
         .ok_or_else(|| Error::bad_request("micro.server", "the request has no message"))

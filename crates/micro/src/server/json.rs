@@ -14,11 +14,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
-use hyper::body::Incoming;
 
 use super::method::{RawBody, RawReply, RawRequest};
 use super::router::Route;
 use super::serve::Shared;
+use super::RequestBody;
 use crate::codec::Format;
 use crate::request::CallContext;
 use crate::wire::Body;
@@ -66,7 +66,7 @@ pub(crate) async fn handle(
     ctx: CallContext,
     content_length: Option<u64>,
     sse: bool,
-    body: Incoming,
+    body: RequestBody,
 ) -> Response<Body> {
     let max = shared.max_body;
     if content_length.is_some_and(|n| n > max as u64) {

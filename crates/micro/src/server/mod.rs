@@ -14,9 +14,11 @@
 mod debug;
 mod grpc;
 mod handler;
+pub mod http1;
 mod http_route;
 mod json;
 pub mod method;
+mod request_body;
 mod router;
 mod serve;
 
@@ -29,6 +31,7 @@ use tokio::net::TcpListener;
 pub use handler::{Handler, HandlerDesc, MethodDesc, TypeDesc};
 pub use http_route::HttpRoute;
 pub use method::{MethodKind, RawBody, RawReply, RawRequest};
+pub use request_body::RequestBody;
 
 use crate::registry::Endpoint;
 use crate::wrapper::HandlerWrapper;

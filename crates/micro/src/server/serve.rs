@@ -1,7 +1,8 @@
 //! Accepting connections and dispatching requests: one port, HTTP/1.1 and HTTP/2
 //! (h2c) told apart per connection, gRPC and JSON told apart per request by content
-//! type. Stopping is graceful: stop accepting, let in-flight requests finish (bounded
-//! by the drain timeout), then return.
+//! type. Plain HTTP/1.1 requests are served by micro's own loop ([`super::http1`]),
+//! everything else by hyper. Stopping is graceful: stop accepting, let in-flight
+//! requests finish (bounded by the drain timeout), then return.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,7 +14,6 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use http::{header, HeaderMap, Method, Request, Response, Version};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::method::{BoxMethodHandler, RawReply, RawRequest};
 use super::router::{Route, Router};
-use super::{grpc, json};
+use super::{grpc, http1, json, RequestBody};
 use crate::codec::ContentType;
 use crate::request::CallContext;
 use crate::streaming::until_deadline;
@@ -91,7 +91,7 @@ impl Shared {
         result
     }
 
-    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<RequestBody>, remote: SocketAddr) -> Response<Body> {
         let (parts, body) = req.into_parts();
         if parts.method == Method::GET || parts.method == Method::HEAD {
             if let Some(route) = self.routes.iter().find(|r| r.path() == parts.uri.path()) {
@@ -278,12 +278,32 @@ const HTTP_TIMEOUT: DeadlineHeader = DeadlineHeader {
 /// `framing` is how many bytes of the body are framing rather than message (the
 /// 5-byte gRPC prefix), allowed on top of the `max` message size.
 pub(crate) async fn read_body(
-    body: Incoming,
+    mut body: RequestBody,
     max: usize,
     framing: usize,
     read_timeout: Duration,
 ) -> Result<bytes::Bytes, Error> {
     use http_body_util::BodyExt;
+    let too_large = || {
+        Error::payload_too_large(
+            "micro.server",
+            format!("request body is over the limit of {max} bytes"),
+        )
+    };
+    let body = match body {
+        // Read with the head already (within the read timeout, by http1).
+        RequestBody::Whole(_) => {
+            let whole = body.take_whole().unwrap_or_default();
+            if whole.len() > max + framing {
+                return Err(too_large());
+            }
+            return Ok(whole);
+        }
+        RequestBody::Failed(e) => {
+            return Err(e.unwrap_or_else(|| Error::bad_request("micro.server", "no request body")))
+        }
+        RequestBody::Streamed(incoming) => incoming,
+    };
     let collect = http_body_util::Limited::new(body, max + framing).collect();
     match tokio::time::timeout(read_timeout, collect).await {
         Err(_) => Err(Error::timeout(
@@ -291,10 +311,7 @@ pub(crate) async fn read_body(
             format!("the request body did not arrive within {read_timeout:?}"),
         )),
         Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::payload_too_large(
-            "micro.server",
-            format!("request body is over the limit of {max} bytes"),
-        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => Err(Error::bad_request(
             "micro.server",
             format!("reading the request body: {e}"),
@@ -318,6 +335,22 @@ fn header_deadline(headers: &HeaderMap, header: DeadlineHeader) -> Result<Option
     Ok(Some(Instant::now() + d))
 }
 
+/// The largest request head micro's own HTTP/1.1 loop reads; a larger one goes
+/// to hyper with the connection, which answers it by its own limits.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+impl http1::Respond for Shared {
+    type Body = Body;
+
+    fn respond(
+        &self,
+        req: Request<RequestBody>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req, peer)
+    }
+}
+
 /// Serves `shared` on `listener` until `shutdown` completes, then drains.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
@@ -337,6 +370,17 @@ pub(crate) async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     let graceful = GracefulShutdown::new();
+    // Plain HTTP/1.1 connections are micro's own loop's (http1) until their first
+    // request it does not take; then hyper's. Both finish what is in flight.
+    let stop = Arc::new(http1::Stop::default());
+    let limits = Arc::new(http1::Limits {
+        error_id: "micro.server".into(),
+        header_timeout: shared.read_timeout,
+        body_timeout: shared.read_timeout,
+        max_header_bytes: MAX_HEADER_BYTES,
+    });
+    // Every connection holds a sender; `all_closed` ends once the last is gone.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -344,14 +388,22 @@ pub(crate) async fn serve(
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
-                    let svc = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(shared.handle(req, remote).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
+                    let (limits, stop, open) = (limits.clone(), stop.clone(), open.clone());
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let _open = open;
+                        let handover = match http1::serve(stream, remote, &*shared, &limits, &stop).await {
+                            Ok(()) => return,
+                            Err(handover) => handover,
+                        };
+                        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let shared = shared.clone();
+                            let req = req.map(RequestBody::Streamed);
+                            async move { Ok::<_, Infallible>(shared.handle(req, remote).await) }
+                        });
+                        let conn = builder.serve_connection(TokioIo::new(handover.into_io()), svc);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
                             tracing::debug!(%remote, error = %e, "connection ended with an error");
                         }
                     });
@@ -366,10 +418,12 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    stop.stop();
+    drop(open);
+    let drained = async {
+        tokio::join!(graceful.shutdown(), all_closed.recv());
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
         tracing::warn!(
             ?drain_timeout,
             "in-flight requests did not finish within the drain timeout; closing anyway"

@@ -1,16 +1,60 @@
-//! The gateway's own HTTP/1.1 server, for the requests that are nearly all of its
-//! traffic: a head, a body of known length, an answer, on a kept-alive
-//! connection. It reads into one buffer per connection, parses the head in place
-//! and writes each answer with one call: per request, about a third of the work
-//! hyper's general server does (bench/gateway/README.md).
+//! An HTTP/1.1 connection loop for the requests that are nearly all of a
+//! service's (and the API gateway's) traffic: a head, a body of known length, an
+//! answer, on a kept-alive connection. It reads into one buffer per connection,
+//! parses the head in place and writes each answer with one call: per request,
+//! about a third of the work hyper's general server does
+//! (bench/gateway/README.md).
 //!
-//! Everything else is hyper's: at the first request this server does not take
+//! Everything else is hyper's: at the first request this loop does not take
 //! (HTTP/2, HTTP/1.0, an upgrade, `Expect`, a chunked or large body, `HEAD`, or a
 //! head that does not parse or is too large), the connection, with what was read
-//! of it, goes to hyper for the rest of its life. hyper then also gives the
-//! malformed ones their 400 or 431.
+//! of it, goes to hyper for the rest of its life ([`Handover`]). hyper then also
+//! gives the malformed ones their 400 or 431.
+//!
+//! The micro server uses it for every plain connection; so does `micro api`.
+//!
+//! ```no_run
+//! use std::future::Future;
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use micro::server::http1::{self, Limits, Respond, Stop};
+//! use micro::server::RequestBody;
+//!
+//! struct Hello;
+//!
+//! impl Respond for Hello {
+//!     type Body = Full<Bytes>;
+//!
+//!     fn respond(
+//!         &self,
+//!         _req: Request<RequestBody>,
+//!         _peer: SocketAddr,
+//!     ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
+//!         async { Response::new(Full::new(Bytes::from("hello"))) }
+//!     }
+//! }
+//!
+//! # async fn run(listener: tokio::net::TcpListener) {
+//! let limits = Limits {
+//!     error_id: "hello".into(),
+//!     header_timeout: Duration::from_secs(30),
+//!     body_timeout: Duration::from_secs(30),
+//!     max_header_bytes: 64 * 1024,
+//! };
+//! let stop = Stop::default();
+//! let (stream, peer) = listener.accept().await.unwrap();
+//! if let Err(handover) = http1::serve(stream, peer, &Hello, &limits, &stop).await {
+//!     // HTTP/2, an upgrade, a chunked body, ...: hyper serves the rest of the
+//!     // connection, `handover.into_io()`.
+//! }
+//! # }
+//! ```
 
-use std::future::Future as _;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,16 +65,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
+use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use super::pipeline::Shared;
-use super::reply::Body;
 use super::request_body::RequestBody;
-use super::resolve::ID;
+use crate::{BoxError, Error};
 
 /// Request bodies up to this size are read with the head; larger ones are
 /// streamed by hyper.
@@ -42,9 +84,25 @@ const MAX_HEADERS: usize = 100;
 /// Answers up to this size are copied behind their head and sent with it.
 const COPY_BODY_UP_TO: usize = 16 * 1024;
 
+/// What answers the requests of a connection.
+pub trait Respond: Sync {
+    /// The body of answers: a known length is sent as such, any other chunked.
+    type Body: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + Unpin;
+
+    /// The answer to `req`, from `peer`; errors are answers too.
+    fn respond(
+        &self,
+        req: Request<RequestBody>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+}
+
 /// What a connection's loop needs besides the request handler.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The `id` of the errors the loop answers with itself (a body that stopped
+    /// arriving): the service's name, or `micro.api`.
+    pub error_id: std::sync::Arc<str>,
     /// Time for a whole head, from when the connection waits for one.
     pub header_timeout: Duration,
     /// Time for the rest of a body, and for each write of an answer.
@@ -193,11 +251,33 @@ fn request(head: &Head, bytes: &Bytes, body: RequestBody) -> Option<Request<Requ
     // Room for the request id the pipeline adds: no growing (and rehashing).
     map.reserve(head.headers.len() + 1);
     for &(name, value) in &head.headers {
-        let name = HeaderName::from_bytes(&bytes[name.0..name.1]).ok()?;
+        let name = header_name(&bytes[name.0..name.1])?;
         let value = HeaderValue::from_maybe_shared(at(value)).ok()?;
         map.append(name, value);
     }
     Some(built)
+}
+
+/// Names that micro's callers send with every call. Made from a static string,
+/// such a name costs no allocation; any other name that is not a standard one
+/// is copied into one of its own.
+static CALL_HEADERS: [HeaderName; 6] = [
+    HeaderName::from_static("timeout"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("micro-service"),
+    HeaderName::from_static("micro-endpoint"),
+    HeaderName::from_static("micro-from-service"),
+];
+
+fn header_name(name: &[u8]) -> Option<HeaderName> {
+    let call_header = CALL_HEADERS
+        .iter()
+        .find(|known| name.eq_ignore_ascii_case(known.as_str().as_bytes()));
+    match call_header {
+        Some(known) => Some(known.clone()),
+        None => HeaderName::from_bytes(name).ok(),
+    }
 }
 
 /// What the loop makes of a buffer that starts with a request: `Ok(Some((request,
@@ -207,7 +287,7 @@ fn request(head: &Head, bytes: &Bytes, body: RequestBody) -> Option<Request<Requ
 /// buffers instead.
 ///
 /// ```
-/// use micro_cli::api::h1::read_head;
+/// use micro::server::http1::read_head;
 ///
 /// let (req, body_len) = read_head(b"POST /greeter/hello HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
 ///     .unwrap()
@@ -228,12 +308,12 @@ pub fn read_head(buf: &[u8]) -> Result<Option<(Request<RequestBody>, usize)>, ()
     Ok(Some((req, head.body_len)))
 }
 
-/// Serves `stream` until the client closes it, it times out, or the gateway
+/// Serves `stream` until the client closes it, it times out, or the server
 /// stops; hands it to hyper (`Err`) at the first request that is not plain.
-pub async fn serve(
+pub async fn serve<R: Respond>(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: &Shared,
+    respond: &R,
     limits: &Limits,
     stop: &Stop,
 ) -> Result<(), Handover> {
@@ -297,8 +377,8 @@ pub async fn serve(
                     Read::More => {}
                     Read::Closed | Read::Stopped => return Ok(()),
                     Read::TimedOut => {
-                        body_failed = Some(micro::Error::timeout(
-                            ID,
+                        body_failed = Some(Error::timeout(
+                            limits.error_id.as_ref(),
                             format!(
                                 "the request body did not arrive within {:?}",
                                 limits.body_timeout
@@ -327,12 +407,13 @@ pub async fn serve(
         };
         spans = head.headers;
         // The answer.
-        let rsp = shared.handle(req, peer).await;
+        let rsp = respond.respond(req, peer).await;
         let keep_alive = keep_alive && !stop.is_stopping();
         let write_deadline = Instant::now() + limits.body_timeout;
         let written = write_answer(
             &mut stream,
             &mut out,
+            &mut buf,
             rsp,
             keep_alive,
             (write_deadline, limits.body_timeout),
@@ -368,20 +449,35 @@ enum Read {
 /// nothing, since the task it wakes is this connection's.
 struct Deadlines {
     timer: Pin<Box<Sleep>>,
+    /// When the timer fires.
+    armed: Instant,
     holds_waker: bool,
 }
 
 impl Deadlines {
     fn new(first: Duration) -> Self {
+        let armed = Instant::now() + first;
         Deadlines {
-            timer: Box::pin(tokio::time::sleep(first)),
+            timer: Box::pin(tokio::time::sleep_until(armed)),
+            armed,
             holds_waker: false,
         }
     }
 
-    /// Ready once `deadline` has passed; a timer that fired earlier (it was set
-    /// for an earlier wait) is moved to `deadline`.
+    fn rearm(&mut self, at: Instant) {
+        self.timer.as_mut().reset(at);
+        self.armed = at;
+        // A moved timer holds no waker until it is polled again.
+        self.holds_waker = false;
+    }
+
+    /// Ready once `deadline` has passed. A timer that fired earlier (it was set
+    /// for an earlier wait) is moved to `deadline`; so is one set for later
+    /// (a body's timeout may be shorter than a head's).
     fn poll_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        if deadline < self.armed {
+            self.rearm(deadline);
+        }
         if self.holds_waker && !self.timer.is_elapsed() {
             return Poll::Pending;
         }
@@ -390,7 +486,7 @@ impl Deadlines {
                 if Instant::now() >= deadline {
                     return Poll::Ready(());
                 }
-                self.timer.as_mut().reset(deadline);
+                self.rearm(deadline);
             }
             match self.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => continue,
@@ -403,7 +499,7 @@ impl Deadlines {
     }
 }
 
-/// The gateway's stop, as a connection waiting for a request watches it. Polled
+/// The server's stop, as a connection waiting for a request watches it. Polled
 /// once, the notice keeps the task's waker; after that the flag of [`Stop`]
 /// says whether it came.
 struct StopNotice<'a, 'n> {
@@ -413,7 +509,7 @@ struct StopNotice<'a, 'n> {
 }
 
 /// Reads what the client sent next into `buf`, until `deadline`; `stopped`
-/// (when waiting between requests) ends the wait when the gateway stops.
+/// (when waiting between requests) ends the wait when the server stops.
 async fn read(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
@@ -462,11 +558,13 @@ async fn read(
 }
 
 /// Writes `rsp`: its head, then its body with a known length (copied behind
-/// the head when small) or chunked as its frames come (a stream).
-async fn write_answer(
+/// the head when small) or chunked as its frames come (a stream). What the
+/// client sends meanwhile goes into `read`.
+async fn write_answer<B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Unpin>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    rsp: Response<Body>,
+    read: &mut BytesMut,
+    rsp: Response<B>,
     keep_alive: bool,
     (deadline, write_timeout): (Instant, Duration),
     deadlines: &mut Deadlines,
@@ -498,6 +596,16 @@ async fn write_answer(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    // The framing, then the date: the order hyper writes them in.
+    match length {
+        _ if bodiless => {}
+        Some(length) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
     if !has_date {
         out.extend_from_slice(b"date: ");
         date::now(out);
@@ -506,21 +614,18 @@ async fn write_answer(
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    if bodiless {
-        out.extend_from_slice(b"\r\n");
-        return write_all(stream, out, deadline, deadlines).await;
-    }
-    let Some(length) = length else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-        write_all(stream, out, deadline, deadlines).await?;
-        return write_chunks(stream, out, body, write_timeout, deadlines).await;
+    out.extend_from_slice(b"\r\n");
+    let length = match length {
+        _ if bodiless => return write_all(stream, out, deadline, deadlines).await,
+        Some(length) => length,
+        None => {
+            write_all(stream, out, deadline, deadlines).await?;
+            return write_chunks(stream, out, read, body, write_timeout, deadlines).await;
+        }
     };
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
     let mut sent = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(io::Error::other)?;
+        let frame = frame.map_err(|e| io::Error::other(e.into()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -547,16 +652,32 @@ async fn write_answer(
 }
 
 /// A streamed body, one chunk per frame as it comes (each has its own deadline).
-async fn write_chunks(
+///
+/// While the stream is quiet, the client's side is watched: a client that hangs
+/// up ends the stream at once, and with it whatever feeds it (a subscription,
+/// say), rather than at a next frame that may never come. What the client sends
+/// meanwhile (its next request) is kept in `read`, up to [`MAX_WHOLE_BODY`].
+async fn write_chunks<B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Unpin>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    mut body: Body,
+    read: &mut BytesMut,
+    mut body: B,
     write_timeout: Duration,
     deadlines: &mut Deadlines,
 ) -> io::Result<()> {
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+            Poll::Pending if hung_up(stream, read, cx) => {
+                Poll::Ready(Err(io::Error::from(io::ErrorKind::ConnectionAborted)))
+            }
+            Poll::Pending => Poll::Pending,
+        });
+        let Some(frame) = next.await? else {
+            break;
+        };
         // A failed stream ends without its last chunk: the client sees it cut.
-        let frame = frame.map_err(io::Error::other)?;
+        let frame = frame.map_err(|e| io::Error::other(e.into()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -577,6 +698,32 @@ async fn write_chunks(
         deadlines,
     )
     .await
+}
+
+/// Whether the client has closed the connection (or it failed), found without
+/// waiting; whatever it sent is appended to `read`. Once `read` holds
+/// [`MAX_WHOLE_BODY`] bytes, nothing more is read (nor watched) until the
+/// answer is done.
+fn hung_up(stream: &TcpStream, read: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+    loop {
+        if read.len() >= MAX_WHOLE_BODY {
+            return false;
+        }
+        if read.capacity() - read.len() < 1024 {
+            read.reserve(4 * 1024);
+        }
+        match stream.try_read_buf(read) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return true,
+        }
+        match stream.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => continue,
+            Poll::Ready(Err(_)) => return true,
+            Poll::Pending => return false,
+        }
+    }
 }
 
 /// Writes all of `bytes` by `deadline` (a client that stops reading is cut off).
@@ -781,6 +928,20 @@ mod tests {
             assert!(matches!(parse(refused, Vec::new()), Parsed::Plain(_)));
             assert!(read_head(refused).is_err());
         }
+    }
+
+    #[test]
+    fn call_header_names_are_found_whatever_their_case() {
+        for name in ["Micro-Endpoint", "TIMEOUT", "x-request-id", "TraceParent"] {
+            let found = header_name(name.as_bytes()).expect("a valid name");
+            assert_eq!(found.as_str(), name.to_ascii_lowercase());
+        }
+        assert_eq!(
+            header_name(b"Content-Type"),
+            Some(http::header::CONTENT_TYPE)
+        );
+        assert_eq!(header_name(b"x-other").expect("valid").as_str(), "x-other");
+        assert!(header_name(b"bad name").is_none());
     }
 
     #[test]

@@ -1,15 +1,15 @@
-//! The body of a request to the gateway: hyper's stream, or the whole body that
-//! the gateway's own HTTP/1.1 server ([`super::h1`]) read with the head.
+//! The body of a request as a server reads it: hyper's stream, or the whole body
+//! that the own HTTP/1.1 loop ([`super::http1`]) read with the head.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::BoxError;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
-use micro::BoxError;
 
-/// A request body, as the pipeline reads it.
+/// A request body, as a server reads it.
 #[derive(Debug)]
 pub enum RequestBody {
     /// Read from the connection as the handler asks (hyper's).
@@ -18,7 +18,7 @@ pub enum RequestBody {
     Whole(Option<Bytes>),
     /// The body could not be read (it stopped arriving): the error it is answered
     /// with.
-    Failed(Option<micro::Error>),
+    Failed(Option<crate::Error>),
 }
 
 impl RequestBody {
