@@ -4,6 +4,9 @@
 //! byte read, a body that stops arriving, streamed answers (and a client that
 //! hangs up on one), and stopping.
 
+// Test helpers outside #[test] functions unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
