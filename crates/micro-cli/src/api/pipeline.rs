@@ -102,6 +102,9 @@ struct Routed {
 impl micro::server::http1::Respond for Shared {
     type Body = Body;
 
+    /// The request id.
+    const ADDED_HEADERS: usize = 1;
+
     fn respond(
         &self,
         req: Request<RequestBody>,

@@ -89,6 +89,10 @@ pub trait Respond: Sync {
     /// The body of answers: a known length is sent as such, any other chunked.
     type Body: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + Unpin;
 
+    /// How many headers `respond` adds to a request (a request id, say): the
+    /// request's header map is made with room for them.
+    const ADDED_HEADERS: usize = 0;
+
     /// The answer to `req`, from `peer`; errors are answers too.
     fn respond(
         &self,
@@ -241,15 +245,23 @@ fn parse(buf: &[u8], mut spans: Vec<(Span, Span)>) -> Parsed {
 
 /// The request of `head` (whose bytes are `bytes`), with `body`. `None` when a
 /// part does not make an `http` type (hyper answers those).
-fn request(head: &Head, bytes: &Bytes, body: RequestBody) -> Option<Request<RequestBody>> {
+/// `added` is how many headers the responder adds ([`Respond::ADDED_HEADERS`]).
+fn request(
+    head: &Head,
+    bytes: &Bytes,
+    body: RequestBody,
+    added: usize,
+) -> Option<Request<RequestBody>> {
     let at = |Span(start, end): Span| bytes.slice(start..end);
     let mut built = Request::new(body);
     *built.method_mut() = head.method.clone();
     *built.uri_mut() = Uri::from_maybe_shared(at(head.target)).ok()?;
     *built.version_mut() = Version::HTTP_11;
     let map = built.headers_mut();
-    // Room for the request id the pipeline adds: no growing (and rehashing).
-    map.reserve(head.headers.len() + 1);
+    // Room for what the responder adds: no growing (and rehashing). No more
+    // than that: past six headers the map takes over 1 KiB, which some
+    // allocators (glibc's) serve on a slower path.
+    map.reserve(head.headers.len() + added);
     for &(name, value) in &head.headers {
         let name = header_name(&bytes[name.0..name.1])?;
         let value = HeaderValue::from_maybe_shared(at(value)).ok()?;
@@ -260,7 +272,8 @@ fn request(head: &Head, bytes: &Bytes, body: RequestBody) -> Option<Request<Requ
 
 /// Names that micro's callers send with every call. Made from a static string,
 /// such a name costs no allocation; any other name that is not a standard one
-/// is copied into one of its own.
+/// is copied into one of its own. Their lengths differ: [`header_name`] tells
+/// them apart by length first.
 static CALL_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("timeout"),
     HeaderName::from_static("traceparent"),
@@ -271,12 +284,19 @@ static CALL_HEADERS: [HeaderName; 6] = [
 ];
 
 fn header_name(name: &[u8]) -> Option<HeaderName> {
-    let call_header = CALL_HEADERS
-        .iter()
-        .find(|known| name.eq_ignore_ascii_case(known.as_str().as_bytes()));
-    match call_header {
-        Some(known) => Some(known.clone()),
-        None => HeaderName::from_bytes(name).ok(),
+    let candidate = match name.len() {
+        7 => &CALL_HEADERS[0],
+        11 => &CALL_HEADERS[1],
+        12 => &CALL_HEADERS[2],
+        13 => &CALL_HEADERS[3],
+        14 => &CALL_HEADERS[4],
+        18 => &CALL_HEADERS[5],
+        _ => return HeaderName::from_bytes(name).ok(),
+    };
+    if name.eq_ignore_ascii_case(candidate.as_str().as_bytes()) {
+        Some(candidate.clone())
+    } else {
+        HeaderName::from_bytes(name).ok()
     }
 }
 
@@ -304,7 +324,7 @@ pub fn read_head(buf: &[u8]) -> Result<Option<(Request<RequestBody>, usize)>, ()
         Parsed::Other => return Err(()),
     };
     let bytes = Bytes::copy_from_slice(&buf[..head.len]);
-    let req = request(&head, &bytes, RequestBody::whole(Bytes::new())).ok_or(())?;
+    let req = request(&head, &bytes, RequestBody::whole(Bytes::new()), 0).ok_or(())?;
     Ok(Some((req, head.body_len)))
 }
 
@@ -391,7 +411,12 @@ pub async fn serve<R: Respond>(
         }
         let head_bytes = buf.split_to(head.len).freeze();
         let body = buf.split_to(head.body_len.min(buf.len())).freeze();
-        let Some(mut req) = request(&head, &head_bytes, RequestBody::Whole(None)) else {
+        let Some(mut req) = request(
+            &head,
+            &head_bytes,
+            RequestBody::Whole(None),
+            R::ADDED_HEADERS,
+        ) else {
             // A header value or target that `http` refuses: hyper answers it,
             // from the request's first byte.
             let mut read = BytesMut::with_capacity(head_bytes.len() + body.len() + buf.len());
@@ -908,7 +933,7 @@ mod tests {
             b"POST /greeter/hello?x=1 HTTP/1.1\r\nHost: example\r\nX-Request-Id: abc\r\nx-two: 1\r\nx-two: 2\r\n\r\n",
         );
         let body = RequestBody::whole(Bytes::from_static(b"{}"));
-        let req = request(&head(&bytes), &bytes, body).expect("builds");
+        let req = request(&head(&bytes), &bytes, body, 0).expect("builds");
         assert_eq!(req.method(), Method::POST);
         assert_eq!(req.uri().path(), "/greeter/hello");
         assert_eq!(req.uri().query(), Some("x=1"));
@@ -927,6 +952,17 @@ mod tests {
         ] {
             assert!(matches!(parse(refused, Vec::new()), Parsed::Plain(_)));
             assert!(read_head(refused).is_err());
+        }
+    }
+
+    #[test]
+    fn call_header_names_are_told_apart_by_length() {
+        for known in &CALL_HEADERS {
+            let same_length = CALL_HEADERS
+                .iter()
+                .filter(|other| other.as_str().len() == known.as_str().len());
+            assert_eq!(same_length.count(), 1, "{known}");
+            assert_eq!(header_name(known.as_str().as_bytes()).as_ref(), Some(known));
         }
     }
 
