@@ -137,8 +137,7 @@ impl Publisher {
             msg.headers.insert(k.to_string(), v.to_string());
         }
         msg.headers.insert(HEADER_TOPIC.into(), self.topic.clone());
-        msg.headers
-            .insert(HEADER_ID.into(), uuid::Uuid::new_v4().to_string());
+        msg.headers.insert(HEADER_ID.into(), crate::id::new_v4());
         msg.headers
             .insert(HEADER_CONTENT_TYPE.into(), content_type(self.format).into());
         if let Some(from) = &self.from_service {

@@ -359,7 +359,7 @@ impl TryFrom<pb::PublishRequest> for Publication {
         headers.insert(HEADER_TOPIC.to_string(), request.topic.clone());
         headers.insert(HEADER_CONTENT_TYPE.to_string(), content_type);
         if headers.get(HEADER_ID).is_none_or(|id| id.is_empty()) {
-            headers.insert(HEADER_ID.to_string(), uuid::Uuid::new_v4().to_string());
+            headers.insert(HEADER_ID.to_string(), crate::id::new_v4());
         }
         Ok(Publication {
             topic: request.topic,

@@ -546,16 +546,10 @@ async fn read(
         buf.reserve(4 * 1024);
     }
     let mut stopped = stopped;
-    std::future::poll_fn(|cx| loop {
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Poll::Ready(Read::Closed),
-            Ok(_) => return Poll::Ready(Read::More),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Poll::Ready(Read::Closed),
-        }
-        match stream.poll_read_ready(cx) {
-            Poll::Ready(Ok(())) => continue,
-            Poll::Ready(Err(_)) => return Poll::Ready(Read::Closed),
+    std::future::poll_fn(|cx| {
+        match poll_read_some(stream, buf, cx) {
+            Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Read::Closed),
+            Poll::Ready(Ok(_)) => return Poll::Ready(Read::More),
             Poll::Pending => {}
         }
         if deadlines.poll_passed(cx, deadline).is_ready() {
@@ -577,7 +571,7 @@ async fn read(
                 }
             }
         }
-        return Poll::Pending;
+        Poll::Pending
     })
     .await
 }
@@ -729,7 +723,7 @@ async fn write_chunks<B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Unpin>(
 /// waiting; whatever it sent is appended to `read`. Once `read` holds
 /// [`MAX_WHOLE_BODY`] bytes, nothing more is read (nor watched) until the
 /// answer is done.
-fn hung_up(stream: &TcpStream, read: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+fn hung_up(stream: &mut TcpStream, read: &mut BytesMut, cx: &mut Context<'_>) -> bool {
     loop {
         if read.len() >= MAX_WHOLE_BODY {
             return false;
@@ -737,18 +731,25 @@ fn hung_up(stream: &TcpStream, read: &mut BytesMut, cx: &mut Context<'_>) -> boo
         if read.capacity() - read.len() < 1024 {
             read.reserve(4 * 1024);
         }
-        match stream.try_read_buf(read) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return true,
-        }
-        match stream.poll_read_ready(cx) {
-            Poll::Ready(Ok(())) => continue,
-            Poll::Ready(Err(_)) => return true,
+        match poll_read_some(stream, read, cx) {
+            Poll::Ready(Ok(0) | Err(_)) => return true,
+            Poll::Ready(Ok(_)) => continue,
             Poll::Pending => return false,
         }
     }
+}
+
+/// Reads what the socket has into `buf`'s spare room, or waits for it.
+///
+/// Through `AsyncRead`, which takes a short read as the socket drained (epoll
+/// is edge-triggered): the next wait goes straight to epoll. `try_read_buf`
+/// would first make one more `recv` per request, only to be told "nothing yet".
+fn poll_read_some(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    std::pin::pin!(tokio::io::AsyncReadExt::read_buf(stream, buf)).poll(cx)
 }
 
 /// Writes all of `bytes` by `deadline` (a client that stops reading is cut off).
