@@ -30,10 +30,12 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Answers by path: `/echo` with the request's method, body and `micro-endpoint`;
 /// `/chunks` with two chunks 200 ms apart; `/quiet` with one chunk and then
-/// nothing, until the client goes (which sets `quiet_dropped`).
+/// nothing, until the client goes (which sets `quiet_dropped`); `/slow` after
+/// 300 ms (`slow_dropped` is set when its work is dropped).
 #[derive(Default)]
 struct Answers {
     quiet_dropped: Arc<AtomicBool>,
+    slow_dropped: Arc<AtomicBool>,
 }
 
 /// Sets its flag when dropped: the quiet stream's end.
@@ -60,9 +62,16 @@ impl Respond for Answers {
         _peer: SocketAddr,
     ) -> impl Future<Output = Response<Body>> + Send {
         let quiet_dropped = self.quiet_dropped.clone();
+        let slow_dropped = self.slow_dropped.clone();
         async move {
             let (parts, body) = req.into_parts();
             match parts.uri.path() {
+                "/slow" => {
+                    let _flag = DropFlag(slow_dropped);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    std::mem::forget(_flag);
+                    full(StatusCode::OK, "slow".into())
+                }
                 "/chunks" => {
                     let chunks = futures_util::stream::iter(["one", "two"]).then(|c| async move {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -314,6 +323,45 @@ async fn a_client_that_hangs_up_ends_a_quiet_stream() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_cancels_its_answer() {
+    let server = start().await;
+    let mut conn = TcpStream::connect(server.address).await.unwrap();
+    conn.write_all(post("/slow", "", "").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(conn);
+    let start = tokio::time::Instant::now();
+    while !server.answers.slow_dropped.load(Ordering::SeqCst) {
+        assert!(
+            start.elapsed() < Duration::from_millis(250),
+            "the answer's work went on after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_sent_while_the_previous_is_answered_waits_its_turn() {
+    let server = start().await;
+    let mut conn = TcpStream::connect(server.address).await.unwrap();
+    conn.write_all(post("/slow", "", "").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.write_all(post("/echo", "after", "").as_bytes())
+        .await
+        .unwrap();
+    let mut read = String::new();
+    read_until(&mut conn, &mut read, "POST after ").await;
+    assert!(
+        read.find("slow").unwrap() < read.find("POST after").unwrap(),
+        "{read}"
+    );
+    assert!(!server.answers.slow_dropped.load(Ordering::SeqCst));
 }
 
 #[tokio::test]

@@ -431,8 +431,19 @@ pub async fn serve<R: Respond>(
             Some(e) => RequestBody::Failed(Some(e)),
         };
         spans = head.headers;
-        // The answer.
-        let rsp = respond.respond(req, peer).await;
+        // The answer. A client that hangs up meanwhile cancels it (the
+        // responder's future is dropped), as with hyper; what it sends meanwhile
+        // is its next request.
+        let responding = respond.respond(req, peer);
+        let mut responding = std::pin::pin!(responding);
+        let answered = std::future::poll_fn(|cx| match responding.as_mut().poll(cx) {
+            Poll::Ready(rsp) => Poll::Ready(Some(rsp)),
+            Poll::Pending if hung_up(&mut stream, &mut buf, cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        });
+        let Some(rsp) = answered.await else {
+            return Ok(());
+        };
         let keep_alive = keep_alive && !stop.is_stopping();
         let write_deadline = Instant::now() + limits.body_timeout;
         let written = write_answer(
