@@ -179,6 +179,15 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Waits until `flag` is set, failing with `otherwise` after `within`.
+async fn set_within(flag: &AtomicBool, within: Duration, otherwise: &str) {
+    let start = tokio::time::Instant::now();
+    while !flag.load(Ordering::SeqCst) {
+        assert!(start.elapsed() < within, "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn post(path: &str, body: &str, extra: &str) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\n\r\n{body}",
@@ -315,14 +324,13 @@ async fn a_client_that_hangs_up_ends_a_quiet_stream() {
     assert!(!server.answers.quiet_dropped.load(Ordering::SeqCst));
     drop(conn);
     // No frame comes after "first": only watching the socket notices.
-    let start = tokio::time::Instant::now();
-    while !server.answers.quiet_dropped.load(Ordering::SeqCst) {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the stream outlived its client"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let within = Duration::from_secs(5);
+    set_within(
+        &server.answers.quiet_dropped,
+        within,
+        "the stream outlived its client",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -334,14 +342,10 @@ async fn a_client_that_hangs_up_cancels_its_answer() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(conn);
-    let start = tokio::time::Instant::now();
-    while !server.answers.slow_dropped.load(Ordering::SeqCst) {
-        assert!(
-            start.elapsed() < Duration::from_millis(250),
-            "the answer's work went on after its client left"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Before the answer's 300 ms are up.
+    let within = Duration::from_millis(250);
+    let went_on = "the answer's work went on after its client left";
+    set_within(&server.answers.slow_dropped, within, went_on).await;
 }
 
 #[tokio::test]
