@@ -156,6 +156,13 @@ async fn start() -> Loop {
     }
 }
 
+/// A connection to `address` that has sent `bytes`.
+async fn send(address: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut conn = TcpStream::connect(address).await.unwrap();
+    conn.write_all(bytes).await.unwrap();
+    conn
+}
+
 /// Reads until `text` has come (or fails after 5 s); returns all read so far.
 async fn read_until(stream: &mut TcpStream, read: &mut String, text: &str) {
     let mut buf = [0u8; 4096];
@@ -221,10 +228,11 @@ async fn pipelined_requests_on_a_kept_alive_connection_are_answered_in_order() {
 #[tokio::test]
 async fn connection_close_ends_the_connection_after_its_answer() {
     let server = start().await;
-    let mut conn = TcpStream::connect(server.address).await.unwrap();
-    conn.write_all(post("/echo", "bye", "Connection: close\r\n").as_bytes())
-        .await
-        .unwrap();
+    let mut conn = send(
+        server.address,
+        post("/echo", "bye", "Connection: close\r\n").as_bytes(),
+    )
+    .await;
     let answer = read_to_close(&mut conn).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.contains("connection: close\r\n"), "{answer}");
@@ -281,10 +289,11 @@ async fn http_1_0_and_expect_are_handed_over() {
 #[tokio::test]
 async fn a_body_that_stops_arriving_is_answered_with_a_timeout_and_the_connection_closes() {
     let server = start().await;
-    let mut conn = TcpStream::connect(server.address).await.unwrap();
-    conn.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        .await
-        .unwrap();
+    let mut conn = send(
+        server.address,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
     let answer = read_to_close(&mut conn).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("connection: close\r\n"), "{answer}");
@@ -294,10 +303,7 @@ async fn a_body_that_stops_arriving_is_answered_with_a_timeout_and_the_connectio
 #[tokio::test]
 async fn a_streamed_answer_is_chunked_and_what_comes_meanwhile_is_the_next_request() {
     let server = start().await;
-    let mut conn = TcpStream::connect(server.address).await.unwrap();
-    conn.write_all(post("/chunks", "", "").as_bytes())
-        .await
-        .unwrap();
+    let mut conn = send(server.address, post("/chunks", "", "").as_bytes()).await;
     let mut read = String::new();
     read_until(&mut conn, &mut read, "\r\none\r\n").await;
     assert!(read.contains("transfer-encoding: chunked\r\n"), "{read}");
@@ -315,10 +321,7 @@ async fn a_streamed_answer_is_chunked_and_what_comes_meanwhile_is_the_next_reque
 #[tokio::test]
 async fn a_client_that_hangs_up_ends_a_quiet_stream() {
     let server = start().await;
-    let mut conn = TcpStream::connect(server.address).await.unwrap();
-    conn.write_all(post("/quiet", "", "").as_bytes())
-        .await
-        .unwrap();
+    let mut conn = send(server.address, post("/quiet", "", "").as_bytes()).await;
     let mut read = String::new();
     read_until(&mut conn, &mut read, "first\r\n").await;
     assert!(!server.answers.quiet_dropped.load(Ordering::SeqCst));
@@ -336,10 +339,7 @@ async fn a_client_that_hangs_up_ends_a_quiet_stream() {
 #[tokio::test]
 async fn a_client_that_hangs_up_cancels_its_answer() {
     let server = start().await;
-    let mut conn = TcpStream::connect(server.address).await.unwrap();
-    conn.write_all(post("/slow", "", "").as_bytes())
-        .await
-        .unwrap();
+    let conn = send(server.address, post("/slow", "", "").as_bytes()).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(conn);
     // Well before the answer's 2 s are up.
@@ -351,10 +351,7 @@ async fn a_client_that_hangs_up_cancels_its_answer() {
 #[tokio::test]
 async fn a_request_sent_while_the_previous_is_answered_waits_its_turn() {
     let server = start().await;
-    let mut conn = TcpStream::connect(server.address).await.unwrap();
-    conn.write_all(post("/slow", "", "").as_bytes())
-        .await
-        .unwrap();
+    let mut conn = send(server.address, post("/slow", "", "").as_bytes()).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     conn.write_all(post("/echo", "after", "").as_bytes())
         .await
