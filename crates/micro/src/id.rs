@@ -14,19 +14,33 @@ use std::cell::Cell;
 /// assert_ne!(id, micro::id::new_v4());
 /// ```
 pub fn new_v4() -> String {
+    let id = new_v4_ascii();
+    // Always ASCII, so never the error.
+    std::str::from_utf8(&id).unwrap_or_default().to_owned()
+}
+
+/// [`new_v4`] as its 36 ASCII bytes, for callers that put it straight into a
+/// header (`http::HeaderValue`, `bytes::Bytes::from_owner`) without a `String`
+/// in between.
+///
+/// ```
+/// let id = micro::id::new_v4_ascii();
+/// let text = std::str::from_utf8(&id).unwrap();
+/// assert_eq!(uuid::Uuid::parse_str(text).unwrap().get_version_num(), 4);
+/// ```
+pub fn new_v4_ascii() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&next_u64().to_le_bytes());
     bytes[8..].copy_from_slice(&next_u64().to_le_bytes());
     bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    let mut out = [b'-'; 36];
+    // Where each byte's two hex digits go: 8-4-4-4-12, dashes left in between.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    for (b, at) in bytes.iter().zip(AT) {
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
     }
     out
 }

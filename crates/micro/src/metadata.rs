@@ -3,7 +3,6 @@
 //! Keys are case-insensitive, as HTTP headers are; they are stored and listed in
 //! lower case, which is also how HTTP/2 and gRPC carry them.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -27,10 +26,13 @@ pub struct Metadata {
     entries: Option<Arc<Entries>>,
 }
 
-type Entries = BTreeMap<String, String>;
+/// Entries sorted by key. A call carries a handful (a request id, trace
+/// context): a sorted list finds them as fast as a tree, in one allocation
+/// instead of a tree node of over 500 bytes.
+type Entries = Vec<(String, String)>;
 
 /// What empty metadata reads.
-static NO_ENTRIES: Entries = BTreeMap::new();
+static NO_ENTRIES: Entries = Vec::new();
 
 impl PartialEq for Metadata {
     fn eq(&self, other: &Self) -> bool {
@@ -79,38 +81,47 @@ impl Metadata {
         Arc::make_mut(self.entries.get_or_insert_with(Arc::default))
     }
 
+    /// Where `key` (lower case) is, or would go.
+    fn position(entries: &Entries, key: &str) -> Result<usize, usize> {
+        entries.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
     /// Sets `key` to `value`, replacing an earlier value.
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl Into<String>) -> &mut Self {
-        self.entries_mut()
-            .insert(key.as_ref().to_ascii_lowercase(), value.into());
+        let key = key.as_ref().to_ascii_lowercase();
+        let entries = self.entries_mut();
+        match Self::position(entries, &key) {
+            Ok(at) => entries[at].1 = value.into(),
+            Err(at) => entries.insert(at, (key, value.into())),
+        }
         self
     }
 
     /// Sets `key` only if it has no value yet.
     pub fn insert_if_absent(&mut self, key: impl AsRef<str>, value: impl Into<String>) {
-        self.entries_mut()
-            .entry(key.as_ref().to_ascii_lowercase())
-            .or_insert_with(|| value.into());
+        let key = key.as_ref().to_ascii_lowercase();
+        if let Err(at) = Self::position(self.entries(), &key) {
+            self.entries_mut().insert(at, (key, value.into()));
+        }
     }
 
     /// The value of `key`, whatever its case.
     pub fn get(&self, key: &str) -> Option<&str> {
-        if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.entries()
-                .get(&key.to_ascii_lowercase())
-                .map(String::as_str)
+        let entries = self.entries();
+        let found = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            Self::position(entries, &key.to_ascii_lowercase())
         } else {
-            self.entries().get(key).map(String::as_str)
-        }
+            Self::position(entries, key)
+        };
+        found.ok().map(|at| entries[at].1.as_str())
     }
 
     /// Removes `key` and returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let key = key.to_ascii_lowercase();
-        if !self.entries().contains_key(&key) {
-            return None; // no copy of a shared map for nothing
-        }
-        self.entries_mut().remove(&key)
+        // Found first: no copy of a shared map for nothing.
+        let at = Self::position(self.entries(), &key).ok()?;
+        Some(self.entries_mut().remove(at).1)
     }
 
     /// Number of entries.
@@ -137,9 +148,8 @@ impl Metadata {
         if other.is_empty() {
             return;
         }
-        let entries = self.entries_mut();
         for (k, v) in other.iter() {
-            entries.insert(k.to_string(), v.to_string());
+            self.insert(k, v);
         }
     }
 
@@ -149,19 +159,19 @@ impl Metadata {
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let mut entries = Entries::new();
         for (name, value) in headers {
+            // Header names are lower case already.
             let key = name.as_str();
             if is_transport_header(key) {
                 continue;
             }
             let Ok(value) = value.to_str() else { continue };
-            match entries.get_mut(key) {
-                Some(existing) => {
+            match Self::position(&entries, key) {
+                Ok(at) => {
+                    let existing = &mut entries[at].1;
                     existing.push(',');
                     existing.push_str(value);
                 }
-                None => {
-                    entries.insert(key.to_string(), value.to_string());
-                }
+                Err(at) => entries.insert(at, (key.to_string(), value.to_string())),
             }
         }
         Metadata {
@@ -221,6 +231,40 @@ pub fn parse_pairs(text: &str) -> Result<Metadata, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_stay_sorted_and_unique_by_lower_case_key() {
+        let mut md = Metadata::new();
+        md.insert("X-Zeta", "1")
+            .insert("alpha", "2")
+            .insert("Mid", "3");
+        md.insert("ALPHA", "4");
+        md.insert_if_absent("alpha", "5");
+        md.insert_if_absent("beta", "6");
+        let all: Vec<_> = md.iter().collect();
+        assert_eq!(
+            all,
+            [("alpha", "4"), ("beta", "6"), ("mid", "3"), ("x-zeta", "1")]
+        );
+        assert_eq!(md.get("MID"), Some("3"));
+        assert_eq!(md.get("missing"), None);
+
+        let shared = md.clone();
+        assert_eq!(md.remove("Beta").as_deref(), Some("6"));
+        assert_eq!(md.remove("beta"), None);
+        assert_eq!(md.len(), 3);
+        // A copy is unaffected by changes to the original.
+        assert_eq!(shared.len(), 4);
+        assert_eq!(shared.get("beta"), Some("6"));
+
+        let mut merged: Metadata = [("mid", "old"), ("a", "x")].into_iter().collect();
+        merged.merge(&md);
+        let all: Vec<_> = merged.iter().collect();
+        assert_eq!(
+            all,
+            [("a", "x"), ("alpha", "4"), ("mid", "3"), ("x-zeta", "1")]
+        );
+    }
 
     #[test]
     fn headers_round_trip_without_transport_headers() {

@@ -868,8 +868,10 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     };
     match headers.get(&REQUEST_ID).filter(sane) {
         Some(given) => given.clone(),
-        // An id is ASCII: always a valid header value.
-        None => HeaderValue::from_maybe_shared(Bytes::from(crate::proxy::client::new_id()))
+        // An id is ASCII: always a valid header value. Bytes that own the id
+        // from the start: the request's and the answer's copies of the header
+        // are then a reference count, with no `String` made first.
+        None => HeaderValue::from_maybe_shared(Bytes::from_owner(micro::id::new_v4_ascii()))
             .unwrap_or_else(|_| HeaderValue::from_static("-")),
     }
 }
