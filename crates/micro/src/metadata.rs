@@ -3,6 +3,7 @@
 //! Keys are case-insensitive, as HTTP headers are; they are stored and listed in
 //! lower case, which is also how HTTP/2 and gRPC carry them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -29,7 +30,26 @@ pub struct Metadata {
 /// Entries sorted by key. A call carries a handful (a request id, trace
 /// context): a sorted list finds them as fast as a tree, in one allocation
 /// instead of a tree node of over 500 bytes.
-type Entries = Vec<(String, String)>;
+type Entries = Vec<(Key, String)>;
+
+/// A key in lower case: the names that travel with most calls are static
+/// strings, which cost no allocation per call.
+type Key = Cow<'static, str>;
+
+/// `key` (lower case) as a [`Key`]: static when it is a name that most calls
+/// carry.
+fn key_of(key: &str) -> Key {
+    match key {
+        "x-request-id" => Cow::Borrowed("x-request-id"),
+        "traceparent" => Cow::Borrowed("traceparent"),
+        "tracestate" => Cow::Borrowed("tracestate"),
+        "micro-from-service" => Cow::Borrowed("micro-from-service"),
+        "micro-service" => Cow::Borrowed("micro-service"),
+        "authorization" => Cow::Borrowed("authorization"),
+        "user-agent" => Cow::Borrowed("user-agent"),
+        _ => Cow::Owned(key.to_string()),
+    }
+}
 
 /// What empty metadata reads.
 static NO_ENTRIES: Entries = Vec::new();
@@ -83,7 +103,7 @@ impl Metadata {
 
     /// Where `key` (lower case) is, or would go.
     fn position(entries: &Entries, key: &str) -> Result<usize, usize> {
-        entries.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        entries.binary_search_by(|(k, _)| k.as_ref().cmp(key))
     }
 
     /// Sets `key` to `value`, replacing an earlier value.
@@ -92,7 +112,7 @@ impl Metadata {
         let entries = self.entries_mut();
         match Self::position(entries, &key) {
             Ok(at) => entries[at].1 = value.into(),
-            Err(at) => entries.insert(at, (key, value.into())),
+            Err(at) => entries.insert(at, (Cow::Owned(key), value.into())),
         }
         self
     }
@@ -101,7 +121,8 @@ impl Metadata {
     pub fn insert_if_absent(&mut self, key: impl AsRef<str>, value: impl Into<String>) {
         let key = key.as_ref().to_ascii_lowercase();
         if let Err(at) = Self::position(self.entries(), &key) {
-            self.entries_mut().insert(at, (key, value.into()));
+            self.entries_mut()
+                .insert(at, (Cow::Owned(key), value.into()));
         }
     }
 
@@ -136,7 +157,7 @@ impl Metadata {
 
     /// All entries, keys in lower case, sorted.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries().iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries().iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
     /// Adds every entry of `other`, replacing values of the same key.
@@ -171,7 +192,7 @@ impl Metadata {
                     existing.push(',');
                     existing.push_str(value);
                 }
-                Err(at) => entries.insert(at, (key.to_string(), value.to_string())),
+                Err(at) => entries.insert(at, (key_of(key), value.to_string())),
             }
         }
         Metadata {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
-use http::{header, HeaderMap, Method, Request, Response, Version};
+use http::{header, HeaderMap, HeaderName, Method, Request, Response, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -112,12 +112,12 @@ impl Shared {
         };
         let endpoint = parts
             .headers
-            .get("micro-endpoint")
+            .get(&MICRO_ENDPOINT)
             .and_then(|v| v.to_str().ok());
         // A proxy's client names the service it means (`micro-service`).
         let for_service = parts
             .headers
-            .get("micro-service")
+            .get(&MICRO_SERVICE)
             .and_then(|v| v.to_str().ok());
         let route = |path: &str| self.router.route(&self.name, path, endpoint, for_service);
         match content_type {
@@ -254,21 +254,30 @@ impl tower::Service<RawRequest> for EndpointService {
     }
 }
 
+// Header names looked up on every call, made once: a lookup by `&str` parses and
+// lower-cases the name each time before it can hash it.
+const MICRO_ENDPOINT: HeaderName = HeaderName::from_static("micro-endpoint");
+const MICRO_SERVICE: HeaderName = HeaderName::from_static("micro-service");
+
 /// A header that carries a deadline, how to parse it, and what a valid value is.
 struct DeadlineHeader {
+    /// As the error message names it.
     name: &'static str,
+    key: HeaderName,
     parse: fn(&str) -> Option<Duration>,
     expected: &'static str,
 }
 
 const GRPC_TIMEOUT: DeadlineHeader = DeadlineHeader {
     name: "grpc-timeout",
+    key: HeaderName::from_static("grpc-timeout"),
     parse: timeout::parse_grpc_timeout,
     expected: "up to 8 digits and a unit H, M, S, m, u or n (e.g. 500m)",
 };
 
 const HTTP_TIMEOUT: DeadlineHeader = DeadlineHeader {
     name: "Timeout",
+    key: HeaderName::from_static("timeout"),
     parse: timeout::parse_http_timeout,
     expected: "seconds (30) or a duration such as 500ms, 2s or 1m",
 };
@@ -320,7 +329,7 @@ pub(crate) async fn read_body(
 }
 
 fn header_deadline(headers: &HeaderMap, header: DeadlineHeader) -> Result<Option<Instant>, Error> {
-    let Some(value) = headers.get(header.name) else {
+    let Some(value) = headers.get(&header.key) else {
         return Ok(None);
     };
     let d = value.to_str().ok().and_then(header.parse).ok_or_else(|| {
